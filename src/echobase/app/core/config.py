@@ -1,0 +1,86 @@
+"""Plain, non-secret settings of the order services, read once from the environment.
+
+Credentials are deliberately absent: they come from Secrets Manager (see ``core.secrets``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from echobase import __version__
+
+Colour = Literal["blue", "green", "none"]
+
+DEFAULT_DB_SECRET = "echobase/database/credentials"  # noqa: S105 - a name, not a value
+DEFAULT_JWT_SECRET = "echobase/api-gateway/jwt"  # noqa: S105 - a name, not a value
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class ServiceSettings(BaseSettings):
+    """Settings both order services share."""
+
+    model_config = SettingsConfigDict(env_prefix="ECHOBASE_", extra="ignore")
+
+    colour: Colour = "none"
+    release: str = __version__
+    aws_region: str = "us-east-1"
+    secrets_endpoint_url: str | None = None
+    sqs_endpoint_url: str | None = None
+    sqs_queue_url: str = ""
+    db_secret_name: str = DEFAULT_DB_SECRET
+    jwt_secret_name: str = DEFAULT_JWT_SECRET
+    # Bounded wait for secrets that the durable layer has not written yet.
+    secret_wait_seconds: float = Field(default=30.0, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    log_level: str = "info"
+    host: str = "127.0.0.1"
+
+
+class GatewaySettings(ServiceSettings):
+    port: int = Field(default=3102, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=32)
+    allowed_origins: Annotated[list[str], NoDecode] = ["https://localhost"]
+    # Peers whose X-Forwarded-For we believe (the load balancer). Empty: trust nobody.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    jwt_lifetime_seconds: int = Field(default=15 * 60, ge=30)
+    cookie_name: str = "echobase_token"
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_max: int = Field(default=600, ge=1)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: int = Field(default=15 * 60, ge=1)
+    health_cache_seconds: float = Field(default=5.0, ge=0, le=5.0)
+    catalog_refresh_seconds: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_order_total: int = 1_000_000
+
+    _split = field_validator("allowed_origins", "trusted_proxies", mode="before")(_split_csv)
+
+
+class ProcessorSettings(ServiceSettings):
+    port: int = Field(default=3202, ge=1, le=65535)
+    sqs_dlq_url: str = ""
+    wait_time_seconds: int = Field(default=20, ge=0, le=20)
+    batch_size: int = Field(default=10, ge=1, le=10)
+    pollers: int = Field(default=2, ge=1, le=16)
+    visibility_timeout_seconds: int = Field(default=30, ge=1)
+    max_backoff_seconds: float = Field(default=10.0, gt=0)
+
+
+@lru_cache
+def gateway_settings() -> GatewaySettings:
+    return GatewaySettings()
+
+
+@lru_cache
+def processor_settings() -> ProcessorSettings:
+    return ProcessorSettings()

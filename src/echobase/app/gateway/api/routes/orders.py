@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+
+from echobase.app.core.metrics import ORDERS_ACCEPTED
+from echobase.app.db.models import Order
+from echobase.app.gateway.api.deps import Context, CurrentUser
+from echobase.app.gateway.errors import ApiError, unavailable
+from echobase.app.gateway.health import utc_now_iso
+from echobase.app.gateway.schemas import OrderRequest
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+log = structlog.get_logger()
+
+
+@router.post("", status_code=201)
+async def submit_order(
+    body: OrderRequest, request: Request, ctx: Context, user: CurrentUser
+) -> dict[str, Any]:
+    if not ctx.catalog.loaded:
+        raise unavailable("Product catalogue not loaded yet; please retry")
+    product = ctx.catalog.get(body.productId)
+    if product is None:
+        raise ApiError(400, "Invalid product", f"Product with ID {body.productId} not found")
+    total = (product.cost * body.quantity).quantize(Decimal("0.01"))
+    if total > ctx.settings.max_order_total:
+        raise ApiError(
+            400,
+            "Invalid order",
+            f"Order total must not exceed {ctx.settings.max_order_total:,}",
+        )
+    correlation_id: str = request.state.correlation_id
+    order = {
+        "orderId": str(uuid.uuid4()),
+        "userId": user.user_id,
+        "productId": product.id,
+        "productName": product.name,
+        "sku": product.sku,
+        "quantity": body.quantity,
+        "totalPrice": f"{total:.2f}",
+        "correlationId": correlation_id,
+        "timestamp": utc_now_iso(),
+    }
+    try:
+        sent = await ctx.sqs.send_message(
+            QueueUrl=ctx.settings.sqs_queue_url,
+            MessageBody=json.dumps(order),
+            MessageAttributes={
+                "CorrelationId": {"DataType": "String", "StringValue": correlation_id}
+            },
+        )
+    except Exception as exc:
+        log.warning("order not queued", error=type(exc).__name__)
+        raise unavailable("Order could not be queued; please retry") from None
+    ORDERS_ACCEPTED.inc()
+    del order["userId"], order["correlationId"]
+    return {
+        "success": True,
+        "message": "Order submitted successfully",
+        "messageId": sent["MessageId"],
+        "order": order,
+    }
+
+
+def _iso(value: datetime) -> str:
+    return value.replace(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@router.get("")
+async def list_orders(ctx: Context, user: CurrentUser) -> dict[str, Any]:
+    query = (
+        select(
+            Order.id,
+            Order.product_name,
+            Order.sku,
+            Order.quantity,
+            Order.total_price,
+            Order.order_status,
+            Order.created_at,
+        )
+        .where(Order.user_id == user.user_id)
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(1000)
+    )
+    async with ctx.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    orders = [
+        {
+            "id": r.id,
+            "productName": r.product_name,
+            "sku": r.sku,
+            "quantity": r.quantity,
+            "totalPrice": f"{r.total_price:.2f}",
+            "status": r.order_status,
+            "createdAt": _iso(r.created_at),
+        }
+        for r in rows
+    ]
+    return {"success": True, "orders": orders, "count": len(orders)}

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from echobase.app.gateway.api.deps import Context, CurrentUser
+from echobase.app.gateway.errors import unavailable
+
+router = APIRouter(prefix="/products", tags=["products"])
+
+
+@router.get("")
+async def list_products(
+    ctx: Context,
+    _: CurrentUser,
+    limit: int = Query(50, description="Clamped to 1..200"),
+    offset: int = Query(0, description="Negative values count as 0"),
+) -> dict[str, Any]:
+    if not ctx.catalog.loaded:
+        raise unavailable("Product catalogue not loaded yet; please retry")
+    limit = min(max(limit, 1), 200)
+    offset = max(offset, 0)
+    return {
+        "success": True,
+        "products": [p.as_json() for p in ctx.catalog.page(limit, offset)],
+        "pagination": {"limit": limit, "offset": offset},
+    }

@@ -1,0 +1,86 @@
+"""Everything a gateway process holds for its lifetime, built once at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.concurrency import run_in_threadpool
+
+from echobase.app.core.config import GatewaySettings
+from echobase.app.core.database import create_engine
+from echobase.app.core.secrets import load_database_credentials, load_jwt_key
+from echobase.app.gateway.catalog import Catalog
+from echobase.app.gateway.health import HealthChecker
+from echobase.app.gateway.ratelimit import LoginLockout, RateLimiter
+
+log = structlog.get_logger()
+
+
+@dataclass
+class GatewayContext:
+    settings: GatewaySettings
+    engine: AsyncEngine
+    sqs: Any
+    jwt_key: str
+    catalog: Catalog
+    health: HealthChecker
+    limiter: RateLimiter
+    lockout: LoginLockout
+
+
+def sqs_client(settings: GatewaySettings) -> Any:
+    return get_session().create_client(
+        "sqs",
+        region_name=settings.aws_region,
+        endpoint_url=settings.sqs_endpoint_url,
+        config=AioConfig(
+            connect_timeout=2,
+            read_timeout=5,
+            retries={"max_attempts": 2, "mode": "standard"},
+            max_pool_connections=64,
+        ),
+    )
+
+
+@contextlib.asynccontextmanager
+async def gateway_lifespan(app: FastAPI, settings: GatewaySettings) -> AsyncIterator[None]:
+    credentials = await run_in_threadpool(load_database_credentials, settings)
+    jwt_key = await run_in_threadpool(load_jwt_key, settings)
+    engine = create_engine(credentials, settings.db_pool_size)
+    catalog = Catalog(engine, settings.catalog_refresh_seconds)
+    async with contextlib.AsyncExitStack() as stack:
+        sqs = await stack.enter_async_context(sqs_client(settings))
+        stack.push_async_callback(engine.dispose)
+        app.state.ctx = GatewayContext(
+            settings=settings,
+            engine=engine,
+            sqs=sqs,
+            jwt_key=jwt_key,
+            catalog=catalog,
+            health=HealthChecker(
+                engine, sqs, settings.sqs_queue_url, settings.health_cache_seconds
+            ),
+            limiter=RateLimiter(
+                engine, settings.rate_limit_window_seconds, settings.rate_limit_max
+            ),
+            lockout=LoginLockout(
+                engine, settings.login_max_failures, settings.login_lockout_seconds
+            ),
+        )
+        refresher = asyncio.create_task(catalog.keep_fresh())
+        log.info("gateway started", port=settings.port, release=settings.release)
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher

@@ -1,0 +1,67 @@
+"""The API gateway application: JWT auth, products, order intake onto the colour's queue."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from echobase import __version__
+from echobase.app.core import metrics
+from echobase.app.core.config import GatewaySettings, gateway_settings
+from echobase.app.core.logging import configure_logging
+from echobase.app.gateway.api.routes import auth, health, orders, products
+from echobase.app.gateway.context import gateway_lifespan
+from echobase.app.gateway.errors import install_error_handlers
+from echobase.app.gateway.middleware import EdgeMiddleware, RateLimitMiddleware
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or gateway_settings()
+    configure_logging("api-gateway", settings.colour, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with gateway_lifespan(app, settings):
+            yield
+
+    app = FastAPI(
+        title="echobase API gateway",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (auth, products, orders):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    install_error_handlers(app)
+
+    # Added innermost first: the edge runs before everything else and sees every answer.
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=lambda: getattr(getattr(app.state, "ctx", None), "limiter", None),
+        prefix=API_PREFIX + "/",
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type", "Authorization", "X-Correlation-ID"],
+        expose_headers=["X-Correlation-ID", "RateLimit-Limit", "RateLimit-Remaining"],
+    )
+    app.add_middleware(
+        EdgeMiddleware,
+        allowed_origins=settings.allowed_origins,
+        trusted_proxies=settings.trusted_proxies,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return app

@@ -1,0 +1,76 @@
+"""Request bodies: the validation rules of the API contract, in one place."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,50}$"
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+_FULL_NAME_EXTRA = frozenset(" -'.")
+
+
+def _has_password_classes(value: str) -> bool:
+    return (
+        len(value) >= 8
+        and any(c.isupper() for c in value)
+        and any(c.islower() for c in value)
+        and any(c.isdigit() for c in value)
+    )
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    username: Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
+    email: Annotated[str, StringConstraints(max_length=255)]
+    fullName: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    password: Annotated[str, StringConstraints(min_length=8)]
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _normalise_email(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("email")
+    @classmethod
+    def _check_email(cls, value: str) -> str:
+        if not _EMAIL.match(value) or ".." in value:
+            raise ValueError("invalid email")
+        return value
+
+    @field_validator("fullName")
+    @classmethod
+    def _check_full_name(cls, value: str) -> str:
+        if not value.strip() or not all(
+            c.isalpha() or c.isdigit() or c in _FULL_NAME_EXTRA for c in value
+        ):
+            raise ValueError("invalid full name")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _check_password(cls, value: str) -> str:
+        if not _has_password_classes(value):
+            raise ValueError("weak password")
+        return value
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    username: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    password: Annotated[str, StringConstraints(min_length=1)]
+
+
+class OrderRequest(BaseModel):
+    # Clients may send a price; it is ignored, the server computes the total.
+    model_config = ConfigDict(extra="ignore")
+
+    productId: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=10_000)]

@@ -1,0 +1,100 @@
+"""The order processor process: the consumer loop plus /health and /metrics on its own port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from echobase import __version__
+from echobase.app.core import metrics
+from echobase.app.core.config import ProcessorSettings, processor_settings
+from echobase.app.core.database import create_engine
+from echobase.app.core.logging import configure_logging
+from echobase.app.core.secrets import load_database_credentials
+from echobase.app.processor.consumer import OrderConsumer
+
+log = structlog.get_logger()
+
+
+def sqs_client(settings: ProcessorSettings) -> Any:
+    return get_session().create_client(
+        "sqs",
+        region_name=settings.aws_region,
+        endpoint_url=settings.sqs_endpoint_url,
+        # Long polls hold the connection for up to 20 s: read timeout must exceed that.
+        config=AioConfig(
+            connect_timeout=2,
+            read_timeout=settings.wait_time_seconds + 10,
+            retries={"max_attempts": 2, "mode": "standard"},
+            max_pool_connections=16,
+        ),
+    )
+
+
+async def dead_letter_queue_url(sqs: Any, settings: ProcessorSettings) -> str:
+    """The DLQ from settings, else from the queue's own redrive policy."""
+    if settings.sqs_dlq_url:
+        return settings.sqs_dlq_url
+    attrs = await sqs.get_queue_attributes(
+        QueueUrl=settings.sqs_queue_url, AttributeNames=["RedrivePolicy"]
+    )
+    arn = json.loads(attrs["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"]
+    return str((await sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[-1]))["QueueUrl"])
+
+
+def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
+    settings = settings or processor_settings()
+    configure_logging("order-processor", settings.colour, settings.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        credentials = await run_in_threadpool(load_database_credentials, settings)
+        engine = create_engine(credentials, settings.db_pool_size)
+        async with sqs_client(settings) as sqs:
+            consumer = OrderConsumer(
+                settings, sqs, engine, await dead_letter_queue_url(sqs, settings)
+            )
+            app.state.consumer = consumer
+            pollers = [asyncio.create_task(consumer.run()) for _ in range(settings.pollers)]
+            log.info("processor started", queue=settings.sqs_queue_url, pollers=settings.pollers)
+            try:
+                yield
+            finally:
+                consumer.stop()
+                await asyncio.gather(*pollers, return_exceptions=True)
+                await engine.dispose()
+                log.info("processor stopped", processed=consumer.processed)
+
+    app = FastAPI(title="echobase order processor", version=__version__, lifespan=lifespan)
+    app.include_router(metrics.router)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        consumer: OrderConsumer = app.state.consumer
+        healthy = consumer.healthy()
+        last = consumer.last_poll_at
+        body = {
+            "status": "healthy" if healthy else "degraded",
+            "colour": settings.colour,
+            "version": settings.release,
+            "lastPollAt": (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)) if last else None
+            ),
+            "processedCount": consumer.processed,
+            "deadLetteredCount": consumer.dead_lettered,
+            "databaseAvailable": not consumer.database_down,
+        }
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    return app

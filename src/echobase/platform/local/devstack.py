@@ -1,0 +1,183 @@
+"""A complete order system in one directory on chosen ports: MariaDB, the AWS emulator, one
+colour's gateway and processor. The test fixtures and ``echobase dev`` both use it, so what
+the tests start is what a developer runs.
+
+(The durable/ephemeral split with supervisor replaces the process handling here later; the
+rendering functions stay.)"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from echobase.app.core.config import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
+from echobase.app.core.secrets import DatabaseCredentials
+from echobase.app.db.migrate import upgrade
+from echobase.app.queues import QueueUrls, ensure_queues
+from echobase.platform.local import mariadb
+from echobase.platform.local.processes import free_port, spawn, terminate, wait_http
+
+# moto accepts any key pair; these are names, not credentials.
+EMULATOR_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "echobase-local",
+    "AWS_SECRET_ACCESS_KEY": "echobase-local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    mariadb: int
+    aws: int
+    gateway: int
+    processor: int
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        return cls(free_port(), free_port(), free_port(), free_port())
+
+
+def aws_emulator_command(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "echobase.platform.aws_emulator", "-H", host, "-p", str(port)]
+
+
+def service_env(
+    *,
+    aws_url: str,
+    queue: QueueUrls,
+    port: int,
+    colour: str,
+    extra: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment of a gateway or processor: plain settings only, never a credential."""
+    env = dict(base or {})
+    env.update(EMULATOR_AWS_ENV)
+    env.update(
+        {
+            "ECHOBASE_SECRETS_ENDPOINT_URL": aws_url,
+            "ECHOBASE_SQS_ENDPOINT_URL": aws_url,
+            "ECHOBASE_SQS_QUEUE_URL": queue.queue_url,
+            "ECHOBASE_SQS_DLQ_URL": queue.dlq_url,
+            "ECHOBASE_PORT": str(port),
+            "ECHOBASE_COLOUR": colour,
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def put_secret_if_absent(client: Any, name: str, value: str) -> str:
+    """Create the secret unless it exists; return what is stored (the source of truth)."""
+    try:
+        return str(client.get_secret_value(SecretId=name)["SecretString"])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    client.create_secret(Name=name, SecretString=value)
+    return value
+
+
+@dataclass
+class DevStack:
+    home: Path
+    ports: StackPorts
+    host: str = "127.0.0.1"
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def aws_url(self) -> str:
+        return f"http://{self.host}:{self.ports.aws}"
+
+    @property
+    def database(self) -> mariadb.MariaDBServer:
+        return mariadb.MariaDBServer(self.home / "mariadb", self.ports.mariadb, self.host)
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.aws_url,
+            region_name=EMULATOR_AWS_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id=EMULATOR_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=EMULATOR_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    # --- backing services -------------------------------------------------------------
+
+    def start_aws(self) -> None:
+        process = spawn(
+            aws_emulator_command(self.host, self.ports.aws), self.home / "logs" / "aws.log"
+        )
+        self.processes["aws"] = process
+        wait_http(f"{self.aws_url}/moto-api/", 30, process, ok=0)
+
+    def ensure_secrets(self) -> tuple[DatabaseCredentials, str]:
+        """Generate the app's secrets once; later runs read what the store holds."""
+        client = self.client("secretsmanager")
+        generated = {
+            "username": "echobase_app",
+            "password": secrets.token_urlsafe(24),
+            "host": self.host,
+            "port": self.ports.mariadb,
+            "dbname": "orders_db",
+        }
+        stored = put_secret_if_absent(client, DEFAULT_DB_SECRET, json.dumps(generated))
+        jwt_key = put_secret_if_absent(client, DEFAULT_JWT_SECRET, secrets.token_urlsafe(48))
+        return DatabaseCredentials.from_secret(stored), jwt_key
+
+    def start_database(self, encryption_key_hex: str) -> None:
+        server = self.database
+        mariadb.prepare(server, encryption_key_hex)
+        self.run_database()
+
+    def run_database(self) -> None:
+        server = self.database
+        process = mariadb.start(server)
+        self.processes["mariadb"] = process
+        mariadb.wait_ready(server, process, timeout=60)
+
+    def stop_database(self) -> None:
+        terminate(self.processes.pop("mariadb"), timeout=60)
+
+    def provision_database(self, credentials: DatabaseCredentials) -> None:
+        mariadb.bootstrap(self.database, credentials)
+        upgrade(credentials.url("pymysql"))
+
+    def create_queues(self, prefix: str = "") -> QueueUrls:
+        return ensure_queues(
+            self.client("sqs"),
+            f"{prefix}order-processing-queue",
+            f"{prefix}order-processing-dlq",
+        )
+
+    # --- order services -------------------------------------------------------------------
+
+    def start_service(
+        self, name: str, module: str, env: Mapping[str, str], health_url: str, timeout: float = 60
+    ) -> subprocess.Popen[bytes]:
+        process = spawn([sys.executable, "-m", module], self.home / "logs" / f"{name}.log", env=env)
+        self.processes[name] = process
+        try:
+            wait_http(health_url, timeout, process, ok=0)
+        except (TimeoutError, RuntimeError) as exc:
+            log = (self.home / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} did not start: {exc}\n{log}") from None
+        return process
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is not None:
+            terminate(process)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop(name)
