@@ -5,7 +5,12 @@ Starts two real server processes on free loopback ports in one run, one plain
 each measures sequential SendMessage latency at queue depth 0 and again after filling the
 queue to ``--depth`` messages. Then it measures ReceiveMessage + DeleteMessageBatch
 throughput (10 at a time) at depth N on the patched server; moto's receive and delete still
-scan the queue, so that figure is reported, not compared.
+scan the queue, so that figure is reported, not compared, and the drain is time-boxed.
+
+The patched queue is filled with SendMessageBatch (10 per call, a few threads). Filling the
+plain one that way is quadratic, since each send there scans the whole queue, so by default
+it is filled through a staging queue's dead-letter redrive instead (see fill_by_redrive);
+``--plain-fill batch`` forces the direct way.
 
     .venv/bin/python bench/queue_depth.py [--depth 10000] [--sends 300]
 
@@ -49,7 +54,7 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 QUEUE_NAME = "bench-queue-depth"
 FILL_THREADS = 4
-WARMUP_SENDS = 10
+WARMUP_SENDS = 50
 READY_PATH = "/moto-api/"  # moto's dashboard: cheap, answers as soon as the server is up
 
 
@@ -225,7 +230,7 @@ class Options:
     log_dir: Path
 
 
-def bench_server(server: Server, opts: Options, results: list[SendStats]) -> Any:
+def bench_server(server: Server, opts: Options, results: list[SendStats]) -> tuple[Any, str]:
     """Depth-0 sends, fill, depth-N sends; returns (client, url) for further use."""
     client = sqs_client(server.endpoint, pool=FILL_THREADS * 2)
     warmup = client.create_queue(QueueName=QUEUE_NAME + "-warmup")["QueueUrl"]

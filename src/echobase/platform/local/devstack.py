@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from echobase.app.core.config import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.db.migrate import upgrade
-from echobase.app.queues import QueueUrls, ensure_queues
+from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, QueueUrls, ensure_queues
 from echobase.platform.local import mariadb
 from echobase.platform.local.processes import free_port, spawn, terminate, wait_http
 
@@ -134,8 +134,13 @@ class DevStack:
         jwt_key = put_secret_if_absent(client, DEFAULT_JWT_SECRET, secrets.token_urlsafe(48))
         return DatabaseCredentials.from_secret(stored), jwt_key
 
-    def start_database(self, encryption_key_hex: str) -> None:
+    def start_database(self, encryption_key_hex: str | None = None) -> None:
+        """Initialise on first use, then start. Without a key, reuse the one the data was
+        encrypted with (a new key would make the existing tables unreadable)."""
         server = self.database
+        if encryption_key_hex is None:
+            existing = server.keyfile.read_text().strip() if server.keyfile.exists() else ""
+            encryption_key_hex = existing.partition(";")[2] or secrets.token_hex(32)
         mariadb.prepare(server, encryption_key_hex)
         self.run_database()
 
@@ -152,11 +157,12 @@ class DevStack:
         mariadb.bootstrap(self.database, credentials)
         upgrade(credentials.url("pymysql"))
 
-    def create_queues(self, prefix: str = "") -> QueueUrls:
+    def create_queues(self, prefix: str = "", visibility_timeout: int = 30) -> QueueUrls:
         return ensure_queues(
             self.client("sqs"),
-            f"{prefix}order-processing-queue",
-            f"{prefix}order-processing-dlq",
+            f"{prefix}{ORDER_QUEUE}",
+            f"{prefix}{DEAD_LETTER_QUEUE}",
+            visibility_timeout=visibility_timeout,
         )
 
     # --- order services -------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""The order processor against a real queue server and a real MariaDB."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def user_id(backing) -> int:
+    name = f"proc_{uuid.uuid4().hex[:10]}"
+    backing.query(
+        "INSERT INTO users (username, email, full_name, password_hash) VALUES (%s,%s,%s,%s)",
+        name, f"{name}@example.com", "Processor Test", "x",
+    )
+    return int(backing.query("SELECT id FROM users WHERE username=%s", name)[0][0])
+
+
+def order_message(user_id: int, **overrides: object) -> dict[str, object]:
+    message: dict[str, object] = {
+        "orderId": str(uuid.uuid4()),
+        "userId": user_id,
+        "productId": 11,
+        "productName": "Webcam",
+        "sku": "WC-606",
+        "quantity": 2,
+        "totalPrice": "119.98",
+        "correlationId": str(uuid.uuid4()),
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    message.update(overrides)
+    return message
+
+
+def send(sqs, queue_url: str, body: dict[str, object] | str) -> None:
+    sqs.send_message(
+        QueueUrl=queue_url, MessageBody=body if isinstance(body, str) else json.dumps(body)
+    )
+
+
+def rows_for(backing, order_uid: str) -> list[tuple]:
+    return backing.query(
+        "SELECT order_status, quantity, total_price, user_id FROM orders WHERE order_uid=%s",
+        order_uid,
+    )
+
+
+def dlq_bodies(sqs, dlq_url: str) -> list[dict]:
+    found = []
+    for _ in range(5):
+        got = sqs.receive_message(
+            QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        found += got
+        if not got:
+            break
+    return found
+
+
+def test_stores_an_order_as_completed_and_reports_health(backing, user_id):
+    queues = backing.new_queues()
+    sqs = backing.stack.client("sqs")
+    url = backing.start_processor("proc-basic", queues)
+    try:
+        message = order_message(user_id)
+        send(sqs, queues.queue_url, message)
+        wait_until(lambda: rows_for(backing, message["orderId"]), 15, "the order row")
+        (status, quantity, total, uid), = rows_for(backing, message["orderId"])
+        assert (status, quantity, str(total), uid) == ("completed", 2, "119.98", user_id)
+        health = httpx.get(url + "/health").json()
+        assert health["status"] == "healthy"
+        assert health["processedCount"] == 1
+        assert health["lastPollAt"].endswith("Z")
+        wait_until(
+            lambda: sqs.get_queue_attributes(
+                QueueUrl=queues.queue_url, AttributeNames=["All"]
+            )["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0",
+            10, "the message to be deleted",
+        )
+    finally:
+        backing.stack.stop("proc-basic")
+
+
+def test_same_message_delivered_twice_makes_one_row(backing, user_id):
+    queues = backing.new_queues()
+    sqs = backing.stack.client("sqs")
+    message = order_message(user_id)
+    send(sqs, queues.queue_url, message)
+    send(sqs, queues.queue_url, message)
+    url = backing.start_processor("proc-dup", queues)
+    try:
+        wait_until(lambda: httpx.get(url + "/health").json()["processedCount"] == 2, 20,
+                   "both deliveries to be processed")
+        assert len(rows_for(backing, message["orderId"])) == 1
+    finally:
+        backing.stack.stop("proc-dup")
+
+
+def test_poison_message_goes_to_dlq_and_later_orders_still_land(backing, user_id):
+    queues = backing.new_queues()
+    sqs = backing.stack.client("sqs")
+    send(sqs, queues.queue_url, "{not json")
+    send(sqs, queues.queue_url, order_message(user_id, quantity=0))  # out of range
+    good = [order_message(user_id) for _ in range(5)]
+    for message in good:
+        send(sqs, queues.queue_url, message)
+    url = backing.start_processor("proc-poison", queues)
+    try:
+        wait_until(lambda: all(rows_for(backing, m["orderId"]) for m in good), 20,
+                   "the good orders")
+        dead = dlq_bodies(sqs, queues.dlq_url)
+        assert sorted(m["Body"][:9] for m in dead) == sorted(
+            ["{not json", json.dumps(order_message(user_id, quantity=0))[:9]]
+        )
+        reasons = {m["MessageAttributes"]["FailureReason"]["StringValue"] for m in dead}
+        assert "body is not JSON" in reasons
+        assert any("quantity" in r for r in reasons)
+        assert httpx.get(url + "/health").json()["deadLetteredCount"] == 2
+    finally:
+        backing.stack.stop("proc-poison")
+
+
+def test_unstorable_order_is_retried_then_dead_lettered_by_redrive(backing, user_id):
+    # Valid shape, but the user does not exist: the foreign key refuses it on every try.
+    queues = backing.new_queues(visibility_timeout=1)
+    sqs = backing.stack.client("sqs")
+    orphan = order_message(2_000_000_000)
+    good = order_message(user_id)
+    send(sqs, queues.queue_url, orphan)
+    send(sqs, queues.queue_url, good)
+    backing.start_processor("proc-redrive", queues)
+    try:
+        wait_until(lambda: rows_for(backing, good["orderId"]), 15, "the good order")
+        dead: list[dict] = []
+        wait_until(lambda: bool(dead.extend(dlq_bodies(sqs, queues.dlq_url)) or dead), 30,
+                   "the orphan order in the DLQ")
+        assert [json.loads(m["Body"])["orderId"] for m in dead] == [orphan["orderId"]]
+        assert rows_for(backing, orphan["orderId"]) == []
+    finally:
+        backing.stack.stop("proc-redrive")
+
+
+def test_database_outage_with_50_queued_orders_loses_none(backing, user_id):
+    queues = backing.new_queues(visibility_timeout=5)
+    sqs = backing.stack.client("sqs")
+    url = backing.start_processor("proc-outage", queues)
+    messages = [order_message(user_id) for _ in range(50)]
+    try:
+        backing.stack.stop_database()
+        try:
+            for message in messages:
+                send(sqs, queues.queue_url, message)
+            # Long enough for several visibility timeouts: held messages must not be
+            # received over and over into the DLQ.
+            wait_until(lambda: httpx.get(url + "/health").status_code == 503, 30,
+                       "the processor to report the outage")
+            time.sleep(12)
+        finally:
+            backing.stack.run_database()
+        uids = [m["orderId"] for m in messages]
+        marks = ",".join(["%s"] * len(uids))
+
+        def stored() -> int:
+            return int(backing.query(
+                f"SELECT COUNT(*) FROM orders WHERE order_uid IN ({marks})", *uids
+            )[0][0])
+
+        wait_until(lambda: stored() == 50, 60, "all 50 orders after the outage")
+        time.sleep(2)  # nothing more arrives later either
+        assert stored() == 50
+        assert dlq_bodies(sqs, queues.dlq_url) == []
+        wait_until(lambda: httpx.get(url + "/health").status_code == 200, 30,
+                   "the processor to report healthy again")
+    finally:
+        backing.stack.stop("proc-outage")
