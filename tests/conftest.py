@@ -156,9 +156,7 @@ class GatewayClient:
 
     @classmethod
     def set_cookies(cls, response: httpx.Response) -> list[str]:
-        return [
-            c for c in response.headers.get_list("set-cookie") if c.startswith(cls.cookie_name)
-        ]
+        return [c for c in response.headers.get_list("set-cookie") if c.startswith(cls.cookie_name)]
 
     @classmethod
     def token_of(cls, response: httpx.Response) -> str | None:

@@ -20,6 +20,7 @@ _HIT = text(
     "VALUES (:bucket, :window_start, LAST_INSERT_ID(1)) "
     "ON DUPLICATE KEY UPDATE hits = LAST_INSERT_ID(hits + 1)"
 )
+_RETRY_SHARED_AFTER = 2.0
 _PRUNE = text("DELETE FROM rate_limit_windows WHERE window_start < :oldest")
 
 
@@ -52,18 +53,25 @@ class RateLimiter:
         self._engine, self._window, self._limit = engine, window_seconds, limit
         self._local: dict[tuple[str, int], int] = {}
         self._local_window = 0
+        self._shared_down_until = 0.0
         self._last_prune = 0
 
     async def hit(self, client: str, now: float | None = None) -> RateDecision:
         now = time.time() if now is None else now
         window_start = int(now // self._window) * self._window
         reset = max(1, int(window_start + self._window - now + 0.999))
-        try:
-            hits = await self._shared_hit(client, window_start)
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
+        if time.monotonic() < self._shared_down_until:
             hits = self._local_hit(client, window_start)
+        else:
+            try:
+                hits = await self._shared_hit(client, window_start)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                # Do not pay a failed connect on every request while the database is down.
+                self._shared_down_until = time.monotonic() + _RETRY_SHARED_AFTER
+                log.warning("rate limit counting locally", error=type(exc).__name__)
+                hits = self._local_hit(client, window_start)
         return RateDecision(self._limit, self._limit - hits, reset)
 
     async def _shared_hit(self, client: str, window_start: int) -> int:

@@ -1,0 +1,259 @@
+"""Order intake and processing figures on a private stack (temporary directory, free ports).
+
+    .venv/bin/python bench/intake.py [--concurrency 16] [--seconds 10] [--workers 2]
+                                     [--queued 10000] [--drain 3000]
+
+Prints, measured in one run on this machine:
+  1. POST /api/v1/orders straight to the gateway at fixed concurrency, queue empty at start:
+     orders/s, p50, p99 (client side, aiohttp, same machine);
+  2. the same with --queued orders already waiting in the queue, and the ratio to 1;
+  3. the processor draining --drain orders from the queue into MariaDB (orders/s), against a
+     bare batched INSERT (10 rows a transaction, the processor's batch size) into the same
+     database, and the ratio.
+The load generator shares the 2 cores with the system under test: figures are a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pymysql
+
+from echobase.platform.local.devstack import DevStack, StackPorts, service_env
+from echobase.platform.local.processes import free_port
+
+ORIGIN = "https://bench.local"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def register_users(base: str, count: int) -> list[tuple[int, str]]:
+    users = []
+    async with aiohttp.ClientSession(headers={"Origin": ORIGIN}) as session:
+        for _ in range(count):
+            name = f"b_{uuid.uuid4().hex[:12]}"
+            body = {
+                "username": name,
+                "email": f"{name}@bench.local",
+                "fullName": "Bench",
+                "password": "Bench1234x",
+            }
+            async with session.post(base + "/api/v1/auth/register", json=body) as r:
+                assert r.status == 201, await r.text()
+                token = r.cookies["echobase_token"].value
+                users.append(((await r.json())["user"]["id"], token))
+    return users
+
+
+async def order_load(base: str, tokens: list[str], seconds: float) -> tuple[int, int, list[float]]:
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=len(tokens))
+
+    async def client(token: str, session: aiohttp.ClientSession) -> None:
+        nonlocal failures
+        headers = {"Authorization": f"Bearer {token}", "Origin": ORIGIN}
+        body = json.dumps({"productId": 11, "quantity": 2})
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            async with session.post(
+                base + "/api/v1/orders",
+                data=body,
+                headers={**headers, "Content-Type": "application/json"},
+            ) as r:
+                await r.read()
+                if r.status == 201:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    failures += 1
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(client(t, session) for t in tokens))
+    return len(latencies), failures, latencies
+
+
+def fill_queue(stack: DevStack, queue_url: str, user_id: int, count: int) -> None:
+    def send(n: int) -> None:
+        sqs = stack.client("sqs")
+        for start in range(0, n, 10):
+            entries = []
+            for i in range(min(10, n - start)):
+                body = {
+                    "orderId": str(uuid.uuid4()),
+                    "userId": user_id,
+                    "productId": 11,
+                    "productName": "Webcam",
+                    "sku": "WC-606",
+                    "quantity": 2,
+                    "totalPrice": "119.98",
+                    "correlationId": "bench",
+                    "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                }
+                entries.append({"Id": str(i), "MessageBody": json.dumps(body)})
+            sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+
+    threads = 4
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(send, [count // threads + (i < count % threads) for i in range(threads)]))
+
+
+def queue_depth(stack: DevStack, queue_url: str) -> int:
+    attrs = stack.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"])
+
+
+def bare_insert_rate(
+    backing_conn: pymysql.connections.Connection, user_id: int, rows: int
+) -> float:
+    sql = (
+        "INSERT INTO orders (order_uid, user_id, product_id, product_name, sku, quantity,"
+        " total_price, order_status, created_at, updated_at) VALUES"
+        " (%s,%s,11,'Webcam','WC-606',2,119.98,'completed',NOW(3),NOW(3))"
+        " ON DUPLICATE KEY UPDATE order_uid = VALUES(order_uid)"
+    )
+    started = time.perf_counter()
+    with backing_conn.cursor() as cur:
+        for _ in range(rows // 10):
+            cur.executemany(sql, [(str(uuid.uuid4()), user_id) for _ in range(10)])
+            backing_conn.commit()
+    return rows / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--queued", type=int, default=10_000)
+    parser.add_argument("--drain", type=int, default=3_000)
+    args = parser.parse_args()
+
+    stack = DevStack(Path(tempfile.mkdtemp(prefix="echobase-bench-")), StackPorts.free())
+    try:
+        stack.start_aws()
+        credentials, _ = stack.ensure_secrets()
+        stack.start_database()
+        stack.provision_database(credentials)
+        queues = stack.create_queues()
+        gateway_port = free_port()
+        base = f"http://127.0.0.1:{gateway_port}"
+        env = service_env(
+            aws_url=stack.aws_url,
+            queue=queues,
+            port=gateway_port,
+            colour="blue",
+            base=os.environ,
+            extra={
+                "ECHOBASE_WORKERS": str(args.workers),
+                "ECHOBASE_BCRYPT_ROUNDS": "4",
+                "ECHOBASE_ALLOWED_ORIGINS": ORIGIN,
+                "ECHOBASE_RATE_LIMIT_MAX": "100000000",
+                "ECHOBASE_LOG_LEVEL": "warning",
+            },
+        )
+        stack.start_service("api-gateway", "echobase.app.gateway", env, base + "/health")
+        users = asyncio.run(register_users(base, args.concurrency))
+        tokens = [t for _, t in users]
+        asyncio.run(order_load(base, tokens, 2))  # warm-up
+
+        stack.client("sqs").purge_queue(QueueUrl=queues.queue_url)
+        time.sleep(1)
+        ok_empty, fail_empty, lat_empty = asyncio.run(order_load(base, tokens, args.seconds))
+
+        stack.client("sqs").purge_queue(QueueUrl=queues.queue_url)
+        time.sleep(1)
+        fill_queue(stack, queues.queue_url, users[0][0], args.queued)
+        depth_before = queue_depth(stack, queues.queue_url)
+        ok_deep, fail_deep, lat_deep = asyncio.run(order_load(base, tokens, args.seconds))
+
+        rate_empty, rate_deep = ok_empty / args.seconds, ok_deep / args.seconds
+        print(
+            f"\nintake: POST /api/v1/orders direct to the gateway ({args.workers} workers),"
+            f" concurrency {args.concurrency}, {args.seconds:.0f} s each"
+        )
+        print(f"{'queue at start':>16} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
+        for label, rate, lat, failed in (
+            ("empty", rate_empty, lat_empty, fail_empty),
+            (f"{depth_before} queued", rate_deep, lat_deep, fail_deep),
+        ):
+            print(
+                f"{label:>16} {rate:9.1f} {statistics.median(lat) * 1000:8.1f}"
+                f" {percentile(lat, 0.99) * 1000:8.1f} {failed:7d}"
+            )
+        print(f"ratio deep/empty: {rate_deep / rate_empty:.2f}")
+
+        # Processor: drain a known number of orders.
+        stack.stop("api-gateway")
+        stack.client("sqs").purge_queue(QueueUrl=queues.queue_url)
+        time.sleep(1)
+        fill_queue(stack, queues.queue_url, users[0][0], args.drain)
+        conn = pymysql.connect(
+            host=credentials.host,
+            port=credentials.port,
+            user=credentials.username,
+            password=credentials.password,
+            database=credentials.dbname,
+            autocommit=False,
+        )
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM orders")
+            before = cur.fetchone()[0]
+        processor_port = free_port()
+        penv = service_env(
+            aws_url=stack.aws_url,
+            queue=queues,
+            port=processor_port,
+            colour="blue",
+            base=os.environ,
+            extra={"ECHOBASE_LOG_LEVEL": "warning"},
+        )
+        stack.start_service(
+            "order-processor",
+            "echobase.app.processor",
+            penv,
+            f"http://127.0.0.1:{processor_port}/health",
+        )
+
+        def stored_rows() -> int:
+            conn.commit()  # a fresh snapshot
+            with conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM orders")
+                return int(cur.fetchone()[0]) - before
+
+        # Timed from the moment the processor answers, over the rows stored since then.
+        started, at_start = time.perf_counter(), stored_rows()
+        stored = at_start
+        while stored < args.drain and time.perf_counter() - started < 300:
+            time.sleep(0.2)
+            stored = stored_rows()
+        drain_rate = (stored - at_start) / (time.perf_counter() - started)
+        stack.stop("order-processor")
+        bare = bare_insert_rate(conn, users[0][0], args.drain)
+        conn.close()
+        print(f"\nprocessor: {stored} orders queue -> MariaDB at {drain_rate:.1f} orders/s")
+        print(f"bare batched INSERT (10 rows/commit) into the same MariaDB: {bare:.1f} rows/s")
+        print(f"ratio processor/bare: {drain_rate / bare:.2f}")
+    finally:
+        stack.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Migrations on a real MariaDB that encrypts every table at rest."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from echobase.app.db.migrate import current_heads, upgrade
+from echobase.platform.local import mariadb
+
+SEED = [
+    (1, "Quantum Stabilizer", Decimal("249.99"), "QS-001"),
+    (2, "Plasma Conduit", Decimal("89.50"), "PC-042"),
+    (3, "Neural Interface Module", Decimal("599.00"), "NIM-007"),
+    (4, "Gravity Dampener", Decimal("175.25"), "GD-113"),
+    (5, "Chrono Sync Unit", Decimal("324.75"), "CSU-088"),
+    (6, "Headphones", Decimal("79.99"), "HP-101"),
+    (7, "Keyboard", Decimal("49.99"), "KB-202"),
+    (8, "Laptop", Decimal("999.99"), "LT-303"),
+    (9, "Monitor", Decimal("349.99"), "MN-404"),
+    (10, "Mouse", Decimal("29.99"), "MS-505"),
+    (11, "Webcam", Decimal("59.99"), "WC-606"),
+]
+TABLES = {"users", "products", "orders", "rate_limit_windows", "login_failures"}
+
+
+def test_seed_products_exactly(backing):
+    assert backing.query("SELECT id, name, cost, sku FROM products ORDER BY id") == SEED
+
+
+def test_upgrade_head_twice_is_a_no_op(backing):
+    url = backing.credentials.url("pymysql")
+    before = backing.query("CHECKSUM TABLE products, users")
+    upgrade(url)
+    upgrade(url)
+    assert current_heads(url) == {"0001"}
+    assert backing.query("SELECT COUNT(*) FROM products") == [(11,)]
+    assert backing.query("CHECKSUM TABLE products, users") == before
+
+
+def test_every_table_is_encrypted_at_rest(backing):
+    conn = mariadb.admin_connection(backing.stack.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT NAME, ENCRYPTION_SCHEME FROM information_schema.INNODB_TABLESPACES_ENCRYPTION"
+                " WHERE NAME LIKE %s",
+                (backing.credentials.dbname + "/%",),
+            )
+            schemes = {name.split("/", 1)[1]: scheme for name, scheme in cur.fetchall()}
+            cur.execute("SHOW VARIABLES LIKE 'innodb_encrypt_tables'")
+            assert cur.fetchone()[1] == "FORCE"
+    finally:
+        conn.close()
+    assert TABLES <= set(schemes)
+    assert {schemes[t] for t in TABLES} == {1}
+
+
+def test_orders_schema_indexes_and_foreign_keys(backing):
+    indexes = {row[2] for row in backing.query("SHOW INDEX FROM orders")}
+    assert {
+        "idx_orders_user_id",
+        "idx_orders_user_created",
+        "idx_orders_status",
+        "idx_orders_created_at",
+        "order_uid",
+    } <= indexes
+    rules = dict(
+        backing.query(
+            "SELECT REFERENCED_TABLE_NAME, DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS"
+            " WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = 'orders'"
+        )
+    )
+    assert rules == {"users": "CASCADE", "products": "SET NULL"}
+    default = backing.query(
+        "SELECT COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+        " AND TABLE_NAME = 'orders' AND COLUMN_NAME = 'order_status'"
+    )
+    assert default == [("'pending'",)]

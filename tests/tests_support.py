@@ -1,0 +1,31 @@
+"""Small helpers shared by tests (kept out of conftest so they can be imported)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from conftest import ALLOWED_ORIGIN
+
+ORIGIN_HEADERS = {"Origin": ALLOWED_ORIGIN}
+
+
+def register(base_url: str, password: str = "Passw0rdX") -> str:
+    """Register a fresh user and return its token."""
+    name = f"u_{uuid.uuid4().hex[:10]}"
+    r = httpx.post(
+        base_url + "/api/v1/auth/register",
+        headers=ORIGIN_HEADERS,
+        json={"username": name, "email": f"{name}@example.com", "fullName": "Test User",
+              "password": password},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return token_from(r)
+
+
+def token_from(response: httpx.Response) -> str:
+    """The token in Set-Cookie (httpx will not resend a Secure cookie over plain HTTP)."""
+    header = response.headers["set-cookie"]
+    return header.split("echobase_token=", 1)[1].split(";", 1)[0]
