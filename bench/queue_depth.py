@@ -3,9 +3,9 @@
 Starts two real server processes on free loopback ports in one run, one plain
 ``python -m moto.server`` and one ``python -m echobase.platform.aws_emulator``, and on
 each measures sequential SendMessage latency at queue depth 0 and again after filling the
-queue to ``--depth`` messages. Then it measures ReceiveMessage + DeleteMessageBatch
-throughput (10 at a time) at depth N on the patched server; moto's receive and delete still
-scan the queue, so that figure is reported, not compared, and the drain is time-boxed.
+queue to ``--depth`` messages. Then, on each, it measures ReceiveMessage +
+DeleteMessageBatch throughput (10 at a time) at depth N, time-boxed (plain moto needs
+seconds per cycle there).
 
 The patched queue is filled with SendMessageBatch (10 per call, a few threads). Filling the
 plain one that way is quadratic, since each send there scans the whole queue, so by default
@@ -255,7 +255,10 @@ def bench_server(server: Server, opts: Options, results: list[SendStats]) -> tup
     return client, url
 
 
-def report(results: list[SendStats], drain: tuple[int, float, list[float], int] | None) -> None:
+Drain = tuple[str, int, float, list[float], int]
+
+
+def report(results: list[SendStats], drains: list[Drain]) -> None:
     print()
     print(f"{'server':<8} {'depth':>6} {'median ms':>10} {'p99 ms':>8} {'sends/s':>9}")
     for r in results:
@@ -269,14 +272,17 @@ def report(results: list[SendStats], drain: tuple[int, float, list[float], int] 
     deep_plain, deep_patched = by_key[("plain", False)], by_key[("patched", False)]
     ratio = deep_patched.rate / deep_plain.rate
     print(f"patched / plain rate at depth {deep_patched.depth} = {ratio:.2f}x")
-    if drain is not None:
-        drained, took, cycles, at = drain
+    rates = {}
+    for name, drained, took, cycles, at in drains:
+        rates[name] = drained / took
         print(
-            f"\npatched ReceiveMessage(10)+DeleteMessageBatch(10) from depth {at}: "
+            f"\n{name} ReceiveMessage(10)+DeleteMessageBatch(10) from depth {at}: "
             f"{drained} messages in {took:.2f}s = {drained / took:.2f} msg/s; per cycle "
             f"median {statistics.median(cycles):.1f} ms, max {max(cycles):.1f} ms "
             f"({len(cycles)} cycles)"
         )
+    if len(rates) == 2:
+        print(f"patched / plain drain rate = {rates['patched'] / rates['plain']:.1f}x")
 
 
 def run(opts: Options) -> None:
@@ -294,17 +300,20 @@ def run(opts: Options) -> None:
 
     started: list[Server] = []
     results: list[SendStats] = []
-    drain: tuple[int, float, list[float], int] | None = None
+    drains: list[Drain] = []
     try:
         plain = start_server("plain", "moto.server", opts.log_dir, started)
         patched = start_server("patched", "echobase.platform.aws_emulator", opts.log_dir, started)
-        bench_server(plain, opts, results)
-        terminate(plain.process)  # free its CPU for the patched measurements
-        client, url = bench_server(patched, opts, results)
-        at = depth_of(client, url)
-        print(f"[patched] receive+delete at depth {at} (<= {opts.drain_seconds}s) ...", flush=True)
-        drained, took, cycles = measure_drain(client, url, opts.drain, opts.drain_seconds)
-        drain = (drained, took, cycles, at)
+        for server in (plain, patched):
+            client, url = bench_server(server, opts, results)
+            at = depth_of(client, url)
+            print(
+                f"[{server.name}] receive+delete at depth {at} (<= {opts.drain_seconds}s) ...",
+                flush=True,
+            )
+            drained, took, cycles = measure_drain(client, url, opts.drain, opts.drain_seconds)
+            drains.append((server.name, drained, took, cycles, at))
+            terminate(server.process)  # free its CPU for the next server
     except BaseException:
         for server in started:
             tail = server.log.read_text(errors="replace").splitlines()[-20:]
@@ -313,7 +322,7 @@ def run(opts: Options) -> None:
     finally:
         for server in started:
             terminate(server.process)
-    report(results, drain)
+    report(results, drains)
 
 
 def main(argv: list[str] | None = None) -> None:

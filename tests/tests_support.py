@@ -17,8 +17,12 @@ def register(base_url: str, password: str = "Passw0rdX") -> str:
     r = httpx.post(
         base_url + "/api/v1/auth/register",
         headers=ORIGIN_HEADERS,
-        json={"username": name, "email": f"{name}@example.com", "fullName": "Test User",
-              "password": password},
+        json={
+            "username": name,
+            "email": f"{name}@example.com",
+            "fullName": "Test User",
+            "password": password,
+        },
         timeout=10,
     )
     assert r.status_code == 201, r.text

@@ -79,6 +79,10 @@ def assert_edge_headers(r: httpx.Response) -> None:
         {"Referer": "https://echobase.test.evil.test/"},
         {"Referer": "null"},
         {"Referer": "https://echobase.test/a,https://evil.test/"},
+        {"Referer": "https://["},  # unparsable: refused, not a 500
+        {"Referer": "http://[::1"},
+        {"Referer": "https://echobase.test:99999/"},
+        {"Origin": "https://["},
         {"Origin": "https://evil.test", "Referer": "https://echobase.test/"},
     ],
     ids=lambda h: repr(h),
@@ -367,6 +371,19 @@ def test_error_bodies_never_leak_internals(gw):
         gw.http.patch("/health", headers={"Origin": gw.origin}),
         raw_post(gw, REGISTER, {"Origin": gw.origin, "Content-Type": "text/plain"}, b"hi"),
         raw_post(gw, REGISTER, {"Origin": gw.origin}, b"x" * (MIB + 1)),
+        raw_post(  # a lone surrogate cannot be encoded for bcrypt or the database
+            gw,
+            REGISTER,
+            {"Origin": gw.origin, "Content-Type": "application/json"},
+            b'{"username": "sur_%s", "email": "s%s@example.com", "fullName": "S",'
+            b' "password": "Aa1aaaaa\\ud800"}' % (uuid.uuid4().hex[:8].encode(),) * 2,
+        ),
+        raw_post(
+            gw,
+            LOGIN,
+            {"Origin": gw.origin, "Content-Type": "application/json"},
+            b'{"username": "x\\ud800yz", "password": "Aa1\\udfff"}',
+        ),
     ]
     for r in answers:
         assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text)

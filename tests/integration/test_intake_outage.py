@@ -20,8 +20,12 @@ def test_orders_accepted_while_database_down_and_nothing_leaks(backing):
         try:
             accepted = []
             for _ in range(5):
-                r = httpx.post(url + "/api/v1/orders", json={"productId": 3, "quantity": 1},
-                               headers=auth, timeout=10)
+                r = httpx.post(
+                    url + "/api/v1/orders",
+                    json={"productId": 3, "quantity": 1},
+                    headers=auth,
+                    timeout=10,
+                )
                 assert r.status_code == 201, r.text
                 accepted.append(r.json()["order"]["orderId"])
             health = httpx.get(url + "/health", timeout=10)
@@ -32,9 +36,15 @@ def test_orders_accepted_while_database_down_and_nothing_leaks(backing):
             listing = httpx.get(url + "/api/v1/orders", headers=auth, timeout=10)
             name = f"u_{uuid.uuid4().hex[:8]}"
             signup = httpx.post(
-                url + "/api/v1/auth/register", headers=ORIGIN_HEADERS, timeout=10,
-                json={"username": name, "email": f"{name}@example.com", "fullName": "N",
-                      "password": "Passw0rdX"},
+                url + "/api/v1/auth/register",
+                headers=ORIGIN_HEADERS,
+                timeout=10,
+                json={
+                    "username": name,
+                    "email": f"{name}@example.com",
+                    "fullName": "N",
+                    "password": "Passw0rdX",
+                },
             )
             for response in (listing, signup):
                 assert response.status_code == 503
@@ -47,8 +57,9 @@ def test_orders_accepted_while_database_down_and_nothing_leaks(backing):
         sqs = backing.stack.client("sqs")
         queued = []
         for _ in range(5):
-            got = sqs.receive_message(QueueUrl=queues.queue_url, MaxNumberOfMessages=10,
-                                      WaitTimeSeconds=1).get("Messages", [])
+            got = sqs.receive_message(
+                QueueUrl=queues.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
             queued += [json.loads(m["Body"])["orderId"] for m in got]
             if len(queued) >= 5:
                 break

@@ -26,7 +26,10 @@ def user_id(backing) -> int:
     name = f"proc_{uuid.uuid4().hex[:10]}"
     backing.query(
         "INSERT INTO users (username, email, full_name, password_hash) VALUES (%s,%s,%s,%s)",
-        name, f"{name}@example.com", "Processor Test", "x",
+        name,
+        f"{name}@example.com",
+        "Processor Test",
+        "x",
     )
     return int(backing.query("SELECT id FROM users WHERE username=%s", name)[0][0])
 
@@ -64,7 +67,9 @@ def dlq_bodies(sqs, dlq_url: str) -> list[dict]:
     found = []
     for _ in range(5):
         got = sqs.receive_message(
-            QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+            QueueUrl=dlq_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
             MessageAttributeNames=["All"],
         ).get("Messages", [])
         found += got
@@ -81,17 +86,21 @@ def test_stores_an_order_as_completed_and_reports_health(backing, user_id):
         message = order_message(user_id)
         send(sqs, queues.queue_url, message)
         wait_until(lambda: rows_for(backing, message["orderId"]), 15, "the order row")
-        (status, quantity, total, uid), = rows_for(backing, message["orderId"])
+        ((status, quantity, total, uid),) = rows_for(backing, message["orderId"])
         assert (status, quantity, str(total), uid) == ("completed", 2, "119.98", user_id)
         health = httpx.get(url + "/health").json()
         assert health["status"] == "healthy"
         assert health["processedCount"] == 1
         assert health["lastPollAt"].endswith("Z")
         wait_until(
-            lambda: sqs.get_queue_attributes(
-                QueueUrl=queues.queue_url, AttributeNames=["All"]
-            )["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0",
-            10, "the message to be deleted",
+            lambda: (
+                sqs.get_queue_attributes(QueueUrl=queues.queue_url, AttributeNames=["All"])[
+                    "Attributes"
+                ]["ApproximateNumberOfMessagesNotVisible"]
+                == "0"
+            ),
+            10,
+            "the message to be deleted",
         )
     finally:
         backing.stack.stop("proc-basic")
@@ -105,8 +114,11 @@ def test_same_message_delivered_twice_makes_one_row(backing, user_id):
     send(sqs, queues.queue_url, message)
     url = backing.start_processor("proc-dup", queues)
     try:
-        wait_until(lambda: httpx.get(url + "/health").json()["processedCount"] == 2, 20,
-                   "both deliveries to be processed")
+        wait_until(
+            lambda: httpx.get(url + "/health").json()["processedCount"] == 2,
+            20,
+            "both deliveries to be processed",
+        )
         assert len(rows_for(backing, message["orderId"])) == 1
     finally:
         backing.stack.stop("proc-dup")
@@ -122,8 +134,9 @@ def test_poison_message_goes_to_dlq_and_later_orders_still_land(backing, user_id
         send(sqs, queues.queue_url, message)
     url = backing.start_processor("proc-poison", queues)
     try:
-        wait_until(lambda: all(rows_for(backing, m["orderId"]) for m in good), 20,
-                   "the good orders")
+        wait_until(
+            lambda: all(rows_for(backing, m["orderId"]) for m in good), 20, "the good orders"
+        )
         dead = dlq_bodies(sqs, queues.dlq_url)
         assert sorted(m["Body"][:9] for m in dead) == sorted(
             ["{not json", json.dumps(order_message(user_id, quantity=0))[:9]]
@@ -148,8 +161,11 @@ def test_unstorable_order_is_retried_then_dead_lettered_by_redrive(backing, user
     try:
         wait_until(lambda: rows_for(backing, good["orderId"]), 15, "the good order")
         dead: list[dict] = []
-        wait_until(lambda: bool(dead.extend(dlq_bodies(sqs, queues.dlq_url)) or dead), 30,
-                   "the orphan order in the DLQ")
+        wait_until(
+            lambda: bool(dead.extend(dlq_bodies(sqs, queues.dlq_url)) or dead),
+            30,
+            "the orphan order in the DLQ",
+        )
         assert [json.loads(m["Body"])["orderId"] for m in dead] == [orphan["orderId"]]
         assert rows_for(backing, orphan["orderId"]) == []
     finally:
@@ -168,8 +184,11 @@ def test_database_outage_with_50_queued_orders_loses_none(backing, user_id):
                 send(sqs, queues.queue_url, message)
             # Long enough for several visibility timeouts: held messages must not be
             # received over and over into the DLQ.
-            wait_until(lambda: httpx.get(url + "/health").status_code == 503, 30,
-                       "the processor to report the outage")
+            wait_until(
+                lambda: httpx.get(url + "/health").status_code == 503,
+                30,
+                "the processor to report the outage",
+            )
             time.sleep(12)
         finally:
             backing.stack.run_database()
@@ -177,15 +196,20 @@ def test_database_outage_with_50_queued_orders_loses_none(backing, user_id):
         marks = ",".join(["%s"] * len(uids))
 
         def stored() -> int:
-            return int(backing.query(
-                f"SELECT COUNT(*) FROM orders WHERE order_uid IN ({marks})", *uids
-            )[0][0])
+            return int(
+                backing.query(f"SELECT COUNT(*) FROM orders WHERE order_uid IN ({marks})", *uids)[
+                    0
+                ][0]
+            )
 
         wait_until(lambda: stored() == 50, 60, "all 50 orders after the outage")
         time.sleep(2)  # nothing more arrives later either
         assert stored() == 50
         assert dlq_bodies(sqs, queues.dlq_url) == []
-        wait_until(lambda: httpx.get(url + "/health").status_code == 200, 30,
-                   "the processor to report healthy again")
+        wait_until(
+            lambda: httpx.get(url + "/health").status_code == 200,
+            30,
+            "the processor to report healthy again",
+        )
     finally:
         backing.stack.stop("proc-outage")

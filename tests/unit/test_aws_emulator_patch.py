@@ -208,11 +208,27 @@ def test_patch_is_idempotent() -> None:
     """In-process on purpose: only checks that patching twice is harmless."""
     from moto.sqs import models
 
-    from echobase.platform.aws_emulator import patch_sqs_send_cost
+    from echobase.platform.aws_emulator import patch_sqs
 
-    patch_sqs_send_cost()
+    patch_sqs()
     first = (models.Queue.approximate_number_of_messages, models.SQSBackend.send_message)
-    patch_sqs_send_cost()
+    patch_sqs()
     assert models.Queue._echobase_patched is True  # type: ignore[attr-defined]
     # Not wrapped a second time.
     assert (models.Queue.approximate_number_of_messages, models.SQSBackend.send_message) == first
+
+
+def test_delete_rules_unchanged(sqs: Any) -> None:
+    from botocore.exceptions import ClientError
+
+    url = new_queue(sqs)
+    send_batches(sqs, url, 30)
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"]
+    handle = got[0]["ReceiptHandle"]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)  # a repeat is accepted
+    assert counts(sqs, url)["visible"] == 29 and counts(sqs, url)["not_visible"] == 0
+    with pytest.raises(ClientError) as info:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle="bogus-handle")
+    assert info.value.response["Error"]["Code"] == "ReceiptHandleIsInvalid"
+    assert counts(sqs, url)["visible"] == 29

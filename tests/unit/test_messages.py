@@ -8,8 +8,14 @@ import pytest
 from echobase.app.processor.messages import InvalidMessageError, parse_order
 
 GOOD = {
-    "orderId": str(uuid.uuid4()), "userId": 1, "productId": 11, "productName": "Webcam",
-    "sku": "WC-606", "quantity": 2, "totalPrice": "119.98", "correlationId": "c-1",
+    "orderId": str(uuid.uuid4()),
+    "userId": 1,
+    "productId": 11,
+    "productName": "Webcam",
+    "sku": "WC-606",
+    "quantity": 2,
+    "totalPrice": "119.98",
+    "correlationId": "c-1",
     "timestamp": "2026-11-29T12:00:00.123Z",
 }
 

@@ -22,8 +22,13 @@ USER = TokenUser(7, "alice", "Alice A")
 def test_token_round_trip_and_claims() -> None:
     token = issue_token(USER, KEY, 900, now=1_000_000)
     claims = jwt.decode(token, KEY, algorithms=["HS256"], options={"verify_exp": False})
-    assert claims == {"userId": 7, "username": "alice", "fullName": "Alice A",
-                      "iat": 1_000_000, "exp": 1_000_900}
+    assert claims == {
+        "userId": 7,
+        "username": "alice",
+        "fullName": "Alice A",
+        "iat": 1_000_000,
+        "exp": 1_000_900,
+    }
     assert decode_token(issue_token(USER, KEY, 900), KEY) == USER
 
 
@@ -32,19 +37,22 @@ def test_expired_and_forged_tokens() -> None:
         decode_token(issue_token(USER, KEY, 60, now=time.time() - 120), KEY)
     with pytest.raises(TokenInvalidError):
         decode_token(issue_token(USER, "other" * 10, 60), KEY)
-    unsigned = jwt.encode({"userId": 7, "username": "a", "iat": 1, "exp": 2**40}, None,
-                          algorithm="none")
+    unsigned = jwt.encode(
+        {"userId": 7, "username": "a", "iat": 1, "exp": 2**40}, None, algorithm="none"
+    )
     with pytest.raises(TokenInvalidError):
         decode_token(unsigned, KEY)
-    hs512 = jwt.encode({"userId": 7, "username": "a", "iat": 1, "exp": 2**40}, KEY,
-                       algorithm="HS512")
+    hs512 = jwt.encode(
+        {"userId": 7, "username": "a", "iat": 1, "exp": 2**40}, KEY, algorithm="HS512"
+    )
     with pytest.raises(TokenInvalidError):
         decode_token(hs512, KEY)
     missing = jwt.encode({"username": "a", "iat": 1, "exp": 2**40}, KEY, algorithm="HS256")
     with pytest.raises(TokenInvalidError):
         decode_token(missing, KEY)
-    bad_type = jwt.encode({"userId": True, "username": "a", "iat": 1, "exp": 2**40}, KEY,
-                          algorithm="HS256")
+    bad_type = jwt.encode(
+        {"userId": True, "username": "a", "iat": 1, "exp": 2**40}, KEY, algorithm="HS256"
+    )
     with pytest.raises(TokenInvalidError):
         decode_token(bad_type, KEY)
 

@@ -173,7 +173,10 @@ class EdgeMiddleware:
         else:
             claimed = normalise_origin(origin) if origin is not None else None
             if origin is None and referer is not None:
-                parts = urlsplit(referer) if "," not in referer else None
+                try:  # a malformed Referer (e.g. "https://[") is no origin: refuse, never 500
+                    parts = urlsplit(referer) if "," not in referer else None
+                except ValueError:
+                    parts = None
                 claimed = normalise_origin(f"{parts.scheme}://{parts.netloc}") if parts else None
             if claimed in self.allowed_origins:
                 return None
