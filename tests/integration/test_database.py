@@ -42,8 +42,8 @@ def test_every_table_is_encrypted_at_rest(backing):
     try:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT NAME, ENCRYPTION_SCHEME FROM information_schema.INNODB_TABLESPACES_ENCRYPTION"
-                " WHERE NAME LIKE %s",
+                "SELECT NAME, ENCRYPTION_SCHEME"
+                " FROM information_schema.INNODB_TABLESPACES_ENCRYPTION WHERE NAME LIKE %s",
                 (backing.credentials.dbname + "/%",),
             )
             schemes = {name.split("/", 1)[1]: scheme for name, scheme in cur.fetchall()}
@@ -66,7 +66,8 @@ def test_orders_schema_indexes_and_foreign_keys(backing):
     } <= indexes
     rules = dict(
         backing.query(
-            "SELECT REFERENCED_TABLE_NAME, DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS"
+            "SELECT REFERENCED_TABLE_NAME, DELETE_RULE"
+            " FROM information_schema.REFERENTIAL_CONSTRAINTS"
             " WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = 'orders'"
         )
     )

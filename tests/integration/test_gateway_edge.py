@@ -375,8 +375,8 @@ def test_error_bodies_never_leak_internals(gw):
             gw,
             REGISTER,
             {"Origin": gw.origin, "Content-Type": "application/json"},
-            b'{"username": "sur_%s", "email": "s%s@example.com", "fullName": "S",'
-            b' "password": "Aa1aaaaa\\ud800"}' % (uuid.uuid4().hex[:8].encode(),) * 2,
+            b'{"username": "sur_%(u)s", "email": "%(u)s@example.com", "fullName": "S",'
+            b' "password": "Aa1aaaaa\\ud800"}' % {b"u": uuid.uuid4().hex[:8].encode()},
         ),
         raw_post(
             gw,

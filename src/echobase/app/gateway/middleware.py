@@ -32,7 +32,7 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -124,7 +124,7 @@ class EdgeMiddleware:
             return
         inbound = _header(scope, b"x-correlation-id")
         correlation_id = (
-            inbound if inbound and _CORRELATION_ID.match(inbound) else str(uuid.uuid4())
+            inbound if inbound and _CORRELATION_ID.fullmatch(inbound) else str(uuid.uuid4())
         )
         peer = scope.get("client")[0] if scope.get("client") else None
         ip = client_ip(peer, _header(scope, b"x-forwarded-for"), self.trusted_proxies)
