@@ -6,8 +6,10 @@ MariaDB and AWS emulator; Ctrl-C stops everything it started."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -31,6 +33,10 @@ def offset_ports(offset: int) -> StackPorts:
     return StackPorts(*(port + offset for port in vars(DEFAULT_PORTS).values()))
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command("up")
 def up(
     home: Annotated[Path | None, typer.Option(help="State directory.")] = None,
@@ -40,6 +46,9 @@ def up(
     workers: Annotated[int, typer.Option(min=1, max=16, help="Gateway workers.")] = 2,
 ) -> None:
     """Start MariaDB, the AWS emulator, the gateway and the processor; Ctrl-C stops them."""
+    # SIGTERM (systemd, `timeout`, a CI runner) must stop the children as Ctrl-C does:
+    # they run in sessions of their own and would otherwise outlive this command.
+    signal.signal(signal.SIGTERM, _interrupt)
     stack = DevStack((home or default_home()).resolve(), offset_ports(port_offset))
     stack.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     gateway_url = f"http://127.0.0.1:{stack.ports.gateway}"
