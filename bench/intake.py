@@ -113,6 +113,13 @@ def fill_queue(stack: DevStack, queue_url: str, user_id: int, count: int) -> Non
         list(pool.map(send, [count // threads + (i < count % threads) for i in range(threads)]))
 
 
+def empty_queue(stack: DevStack, queue_url: str) -> None:
+    """PurgeQueue allows one call a minute; recreating the queue (same URL) does not wait."""
+    stack.client("sqs").delete_queue(QueueUrl=queue_url)
+    stack.create_queues()
+    time.sleep(0.5)
+
+
 def queue_depth(stack: DevStack, queue_url: str) -> int:
     attrs = stack.client("sqs").get_queue_attributes(
         QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
@@ -144,6 +151,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--queued", type=int, default=10_000)
     parser.add_argument("--drain", type=int, default=3_000)
+    parser.add_argument("--pollers", type=int, default=2, help="processor receive loops")
     args = parser.parse_args()
 
     stack = DevStack(Path(tempfile.mkdtemp(prefix="echobase-bench-")), StackPorts.free())
@@ -174,12 +182,10 @@ def main() -> None:
         tokens = [t for _, t in users]
         asyncio.run(order_load(base, tokens, 2))  # warm-up
 
-        stack.client("sqs").purge_queue(QueueUrl=queues.queue_url)
-        time.sleep(1)
+        empty_queue(stack, queues.queue_url)
         ok_empty, fail_empty, lat_empty = asyncio.run(order_load(base, tokens, args.seconds))
 
-        stack.client("sqs").purge_queue(QueueUrl=queues.queue_url)
-        time.sleep(1)
+        empty_queue(stack, queues.queue_url)
         fill_queue(stack, queues.queue_url, users[0][0], args.queued)
         depth_before = queue_depth(stack, queues.queue_url)
         ok_deep, fail_deep, lat_deep = asyncio.run(order_load(base, tokens, args.seconds))
@@ -202,8 +208,7 @@ def main() -> None:
 
         # Processor: drain a known number of orders.
         stack.stop("api-gateway")
-        stack.client("sqs").purge_queue(QueueUrl=queues.queue_url)
-        time.sleep(1)
+        empty_queue(stack, queues.queue_url)
         fill_queue(stack, queues.queue_url, users[0][0], args.drain)
         conn = pymysql.connect(
             host=credentials.host,
@@ -223,7 +228,7 @@ def main() -> None:
             port=processor_port,
             colour="blue",
             base=os.environ,
-            extra={"ECHOBASE_LOG_LEVEL": "warning"},
+            extra={"ECHOBASE_LOG_LEVEL": "warning", "ECHOBASE_POLLERS": str(args.pollers)},
         )
         stack.start_service(
             "order-processor",
