@@ -37,6 +37,40 @@ from echobase.platform.local.processes import free_port
 ORIGIN = "https://bench.local"
 
 
+def _stat(pid: int) -> tuple[int, float]:
+    """(parent pid, CPU seconds) of one process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds used so far by a process and its children (uvicorn workers)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid, seconds = _stat(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(entry.name) == root or ppid == root:
+            total += seconds
+    return total
+
+
+def cpu_snapshot(stack: DevStack) -> dict[str, float]:
+    snapshot = {name: tree_cpu(p.pid) for name, p in stack.processes.items()}
+    snapshot["load generator"] = _stat(os.getpid())[1]
+    return snapshot
+
+
+def print_cpu(before: dict[str, float], after: dict[str, float], orders: int) -> None:
+    parts = ", ".join(
+        f"{name} {(after[name] - before[name]) / orders * 1000:.2f}" for name in before
+    )
+    print(f"  CPU ms per order: {parts}")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -183,7 +217,9 @@ def main() -> None:
         asyncio.run(order_load(base, tokens, 2))  # warm-up
 
         empty_queue(stack, queues.queue_url)
+        cpu_before = cpu_snapshot(stack)
         ok_empty, fail_empty, lat_empty = asyncio.run(order_load(base, tokens, args.seconds))
+        cpu_after = cpu_snapshot(stack)
 
         empty_queue(stack, queues.queue_url)
         fill_queue(stack, queues.queue_url, users[0][0], args.queued)
@@ -205,6 +241,7 @@ def main() -> None:
                 f" {percentile(lat, 0.99) * 1000:8.1f} {failed:7d}"
             )
         print(f"ratio deep/empty: {rate_deep / rate_empty:.2f}")
+        print_cpu(cpu_before, cpu_after, ok_empty)
 
         # Processor: drain a known number of orders.
         stack.stop("api-gateway")

@@ -62,6 +62,8 @@ class GatewaySettings(ServiceSettings):
     catalog_refresh_seconds: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_order_total: int = 1_000_000
+    # Concurrent SendMessageBatch calls per worker (see gateway/publisher.py).
+    sqs_senders: int = Field(default=2, ge=1, le=64)
 
     _split = field_validator("allowed_origins", "trusted_proxies", mode="before")(_split_csv)
 

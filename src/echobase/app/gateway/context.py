@@ -20,6 +20,7 @@ from echobase.app.core.database import create_engine
 from echobase.app.core.secrets import load_database_credentials, load_jwt_key
 from echobase.app.gateway.catalog import Catalog
 from echobase.app.gateway.health import HealthChecker
+from echobase.app.gateway.publisher import OrderPublisher
 from echobase.app.gateway.ratelimit import LoginLockout, RateLimiter
 
 log = structlog.get_logger()
@@ -35,6 +36,7 @@ class GatewayContext:
     health: HealthChecker
     limiter: RateLimiter
     lockout: LoginLockout
+    publisher: OrderPublisher
 
 
 def sqs_client(settings: GatewaySettings) -> Any:
@@ -75,7 +77,10 @@ async def gateway_lifespan(app: FastAPI, settings: GatewaySettings) -> AsyncIter
             lockout=LoginLockout(
                 engine, settings.login_max_failures, settings.login_lockout_seconds
             ),
+            publisher=OrderPublisher(sqs, settings.sqs_queue_url, settings.sqs_senders),
         )
+        app.state.ctx.publisher.start()
+        stack.push_async_callback(app.state.ctx.publisher.stop)
         refresher = asyncio.create_task(catalog.keep_fresh())
         log.info("gateway started", port=settings.port, release=settings.release)
         try:

@@ -17,7 +17,7 @@ from echobase.app.gateway.context import GatewayContext
 from echobase.app.gateway.errors import ApiError
 
 
-def get_context(request: Request) -> GatewayContext:
+async def get_context(request: Request) -> GatewayContext:
     ctx: GatewayContext = request.app.state.ctx
     return ctx
 
@@ -49,7 +49,7 @@ def _presented_token(request: Request, cookie_name: str) -> str | None:
     return None
 
 
-def current_user(request: Request, response: Response, ctx: Context) -> TokenUser:
+async def current_user(request: Request, response: Response, ctx: Context) -> TokenUser:
     token = _presented_token(request, ctx.settings.cookie_name)
     if token is None:
         raise ApiError(401, "Authentication required", "Missing or invalid authentication")

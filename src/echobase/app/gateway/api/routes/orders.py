@@ -15,6 +15,7 @@ from echobase.app.db.models import Order
 from echobase.app.gateway.api.deps import Context, CurrentUser
 from echobase.app.gateway.errors import ApiError, unavailable
 from echobase.app.gateway.health import utc_now_iso
+from echobase.app.gateway.publisher import PublishError
 from echobase.app.gateway.schemas import OrderRequest
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -50,22 +51,19 @@ async def submit_order(
         "timestamp": utc_now_iso(),
     }
     try:
-        sent = await ctx.sqs.send_message(
-            QueueUrl=ctx.settings.sqs_queue_url,
-            MessageBody=json.dumps(order),
-            MessageAttributes={
-                "CorrelationId": {"DataType": "String", "StringValue": correlation_id}
-            },
+        message_id = await ctx.publisher.publish(
+            json.dumps(order),
+            {"CorrelationId": {"DataType": "String", "StringValue": correlation_id}},
         )
-    except Exception as exc:
-        log.warning("order not queued", error=type(exc).__name__)
+    except PublishError as exc:
+        log.warning("order not queued", order_id=order["orderId"], reason=str(exc))
         raise unavailable("Order could not be queued; please retry") from None
     ORDERS_ACCEPTED.inc()
     del order["userId"], order["correlationId"]
     return {
         "success": True,
         "message": "Order submitted successfully",
-        "messageId": sent["MessageId"],
+        "messageId": message_id,
         "order": order,
     }
 

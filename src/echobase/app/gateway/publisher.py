@@ -1,0 +1,91 @@
+"""Order messages onto the colour's queue, batched naturally.
+
+One SendMessage per order spends most of its CPU in the SDK and in the queue server per
+call, not per message. Requests therefore hand their message to a publisher: each sender
+takes whatever is waiting (up to SQS's batch limit of 10) and sends it as one
+SendMessageBatch. Under light load a batch is one message and nothing waits; under heavy load
+batches fill up and the per-order cost drops. Every request still learns the fate of its own
+message: its MessageId, or an error, before the gateway answers 201.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger()
+
+SQS_BATCH_LIMIT = 10
+
+
+class PublishError(RuntimeError):
+    """The queue did not take the message; the reason is safe to log, not to show."""
+
+
+@dataclass
+class _Pending:
+    body: str
+    attributes: dict[str, Any]
+    done: asyncio.Future[str]
+
+
+class OrderPublisher:
+    def __init__(self, sqs: Any, queue_url: str, senders: int = 4) -> None:
+        self._sqs, self._queue_url, self._senders = sqs, queue_url, senders
+        self._waiting: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._sender()) for _ in range(self._senders)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        while not self._waiting.empty():  # nobody will send these now
+            item = self._waiting.get_nowait()
+            if not item.done.done():
+                item.done.set_exception(PublishError("gateway stopping"))
+
+    async def publish(self, body: str, attributes: dict[str, Any]) -> str:
+        """Queue one message; return its MessageId once SQS has accepted it."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        await self._waiting.put(_Pending(body, attributes, done))
+        return await done
+
+    async def _sender(self) -> None:
+        while True:
+            batch = [await self._waiting.get()]
+            while len(batch) < SQS_BATCH_LIMIT and not self._waiting.empty():
+                batch.append(self._waiting.get_nowait())
+            await self._send(batch)
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        entries = [
+            {"Id": str(i), "MessageBody": p.body, "MessageAttributes": p.attributes}
+            for i, p in enumerate(batch)
+        ]
+        try:
+            result = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+        except Exception as exc:
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_exception(PublishError(type(exc).__name__))
+            return
+        for ok in result.get("Successful", []):
+            pending = batch[int(ok["Id"])]
+            if not pending.done.done():
+                pending.done.set_result(str(ok["MessageId"]))
+        for failed in result.get("Failed", []):
+            pending = batch[int(failed["Id"])]
+            if not pending.done.done():
+                pending.done.set_exception(PublishError(str(failed.get("Code", "Failed"))))
+        for pending in batch:  # an entry SQS did not mention is not acknowledged
+            if not pending.done.done():
+                pending.done.set_exception(PublishError("no result for entry"))
