@@ -213,3 +213,57 @@ def test_database_outage_with_50_queued_orders_loses_none(backing, user_id):
         )
     finally:
         backing.stack.stop("proc-outage")
+
+
+def assert_graceful_exit(backing, name: str, returncode: int) -> None:
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why.
+    assert returncode in (0, -15)
+    log = (backing.stack.home / "logs" / f"{name}.log").read_text()
+    assert '"processor stopped"' in log
+
+
+def test_sigterm_while_waiting_exits_promptly(backing):
+    queues = backing.new_queues()
+    url = backing.start_processor("proc-term", queues, ECHOBASE_WAIT_TIME_SECONDS="20")
+    wait_until(lambda: httpx.get(url + "/health").status_code == 200, 15, "first poll")
+    process = backing.stack.processes["proc-term"]
+    started = time.monotonic()
+    process.terminate()
+    assert_graceful_exit(backing, "proc-term", process.wait(timeout=15))
+    assert time.monotonic() - started < 10  # not the rest of a 20 s long poll
+    backing.stack.processes.pop("proc-term")
+
+
+def test_sigterm_during_outage_hands_the_batch_back_at_once(backing, user_id):
+    queues = backing.new_queues(visibility_timeout=60)
+    sqs = backing.stack.client("sqs")
+    url = backing.start_processor("proc-term-outage", queues)
+    process = backing.stack.processes["proc-term-outage"]
+    backing.stack.stop_database()
+    try:
+        for _ in range(5):
+            send(sqs, queues.queue_url, order_message(user_id))
+        wait_until(lambda: httpx.get(url + "/health").status_code == 503, 30, "outage seen")
+        process.terminate()
+        assert_graceful_exit(backing, "proc-term-outage", process.wait(timeout=30))
+        backing.stack.processes.pop("proc-term-outage")
+        attrs = sqs.get_queue_attributes(QueueUrl=queues.queue_url, AttributeNames=["All"])
+        # Visible again now, not after the 60 s visibility timeout.
+        assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "5"
+        assert attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"
+    finally:
+        backing.stack.run_database()
+
+
+def test_health_turns_503_when_polling_fails(backing):
+    queues = backing.new_queues()
+    url = backing.start_processor("proc-nopoll", queues)
+    try:
+        wait_until(lambda: httpx.get(url + "/health").status_code == 200, 15, "first poll")
+        backing.stack.client("sqs").delete_queue(QueueUrl=queues.queue_url)
+        # Wait time is 1 s in tests: two wait periods without a good poll is unhealthy.
+        wait_until(lambda: httpx.get(url + "/health").status_code == 503, 20, "503")
+        body = httpx.get(url + "/health").json()
+        assert body["status"] == "degraded" and body["lastPollAt"].endswith("Z")
+    finally:
+        backing.stack.stop("proc-nopoll")

@@ -72,9 +72,11 @@ class OrderConsumer:
 
     async def run(self) -> None:
         backoff = 0.5
+        # The first poll returns at once, so health can say "polling" without a 20 s wait.
+        wait_time = 0
         while not self.stopping:
             try:
-                messages = await self._receive()
+                messages = await self._receive(wait_time)
             except Exception as exc:
                 log.warning("receive failed", error=type(exc).__name__)
                 await self._sleep(backoff)
@@ -83,17 +85,18 @@ class OrderConsumer:
             if messages is None:  # stopped while waiting
                 break
             backoff = 0.5
+            wait_time = self.settings.wait_time_seconds
             self.last_poll_at, self.last_poll_monotonic = time.time(), time.monotonic()
             if messages:
                 # Not cancelled by a stop: the batch in hand is finished first.
                 await self.handle_batch(messages)
 
-    async def _receive(self) -> list[dict[str, Any]] | None:
+    async def _receive(self, wait_time: int) -> list[dict[str, Any]] | None:
         receive = asyncio.ensure_future(
             self.sqs.receive_message(
                 QueueUrl=self.settings.sqs_queue_url,
                 MaxNumberOfMessages=self.settings.batch_size,
-                WaitTimeSeconds=self.settings.wait_time_seconds,
+                WaitTimeSeconds=wait_time,
                 AttributeNames=["ApproximateReceiveCount"],
                 MessageAttributeNames=["All"],
             )
