@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pymysql
@@ -81,24 +82,18 @@ class Backing:
         )
 
     def start_gateway(self, name: str, queues: QueueUrls, **extra: str) -> str:
-        port = free_port()
-        self.stack.start_service(
-            name,
-            "echobase.app.gateway",
-            self.gateway_env(queues, port, **extra),
-            f"http://127.0.0.1:{port}/health",
-        )
-        return f"http://127.0.0.1:{port}"
+        return self._start(name, "echobase.app.gateway", self.gateway_env, queues, extra)
 
     def start_processor(self, name: str, queues: QueueUrls, **extra: str) -> str:
+        return self._start(name, "echobase.app.processor", self.processor_env, queues, extra)
+
+    def _start(
+        self, name: str, module: str, env: Any, queues: QueueUrls, extra: dict[str, str]
+    ) -> str:
         port = free_port()
-        self.stack.start_service(
-            name,
-            "echobase.app.processor",
-            self.processor_env(queues, port, **extra),
-            f"http://127.0.0.1:{port}/health",
-        )
-        return f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        self.stack.start_service(name, module, env(queues, port, **extra), url + "/health")
+        return url
 
 
 @pytest.fixture(scope="session")

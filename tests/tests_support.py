@@ -10,6 +10,30 @@ from conftest import ALLOWED_ORIGIN
 
 ORIGIN_HEADERS = {"Origin": ALLOWED_ORIGIN}
 
+# Words that would mean an error answer leaked internals (SQL, driver, SDK, stack traces).
+LEAKS = (
+    "Traceback",
+    "traceback",
+    "sqlalchemy",
+    "pymysql",
+    "asyncmy",
+    "SELECT",
+    "INSERT",
+    "botocore",
+    "aiobotocore",
+    "IntegrityError",
+    "Duplicate entry",
+    'File "',
+    "/site-packages/",
+    "pydantic",
+    "errors.pydantic.dev",
+    "Can't connect",
+    "Errno",
+    "MySQL",
+    "MariaDB",
+    "orders_db",
+)
+
 
 def register(base_url: str, password: str = "Passw0rdX") -> str:
     """Register a fresh user and return its token."""

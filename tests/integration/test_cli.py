@@ -11,13 +11,13 @@ import uuid
 from echobase.platform.local.devstack import EMULATOR_AWS_ENV
 
 
-def echobase(*args: str) -> subprocess.CompletedProcess[str]:
+def echobase(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "echobase.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **EMULATOR_AWS_ENV},
+        env={**os.environ, **EMULATOR_AWS_ENV, **env},
         check=False,
     )
 
@@ -54,36 +54,18 @@ def test_queues_create_is_idempotent_with_redrive_policy(backing):
 
 
 def test_db_upgrade_reports_a_missing_secret_clearly(backing):
-    result = subprocess.run(
-        [sys.executable, "-m", "echobase.cli.main", "db", "upgrade"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={
-            **os.environ,
-            **EMULATOR_AWS_ENV,
-            "ECHOBASE_SECRETS_ENDPOINT_URL": backing.stack.aws_url,
-            "ECHOBASE_DB_SECRET_NAME": "missing/secret",
-            "ECHOBASE_SECRET_WAIT_SECONDS": "0",
-        },
+    result = echobase(
+        "db",
+        "upgrade",
+        ECHOBASE_SECRETS_ENDPOINT_URL=backing.stack.aws_url,
+        ECHOBASE_DB_SECRET_NAME="missing/secret",
+        ECHOBASE_SECRET_WAIT_SECONDS="0",
     )
     assert result.returncode == 1
     assert "missing/secret" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_db_upgrade_with_stored_credentials(backing):
-    result = subprocess.run(
-        [sys.executable, "-m", "echobase.cli.main", "db", "upgrade"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={
-            **os.environ,
-            **EMULATOR_AWS_ENV,
-            "ECHOBASE_SECRETS_ENDPOINT_URL": backing.stack.aws_url,
-        },
-    )
+    result = echobase("db", "upgrade", ECHOBASE_SECRETS_ENDPOINT_URL=backing.stack.aws_url)
     assert result.returncode == 0, result.stderr
     assert backing.credentials.password not in result.stdout + result.stderr

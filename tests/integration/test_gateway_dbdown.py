@@ -12,21 +12,7 @@ import uuid
 import jwt
 import pytest
 
-LEAKS = (
-    "Traceback",
-    "sqlalchemy",
-    "pymysql",
-    "asyncmy",
-    "SELECT",
-    "INSERT",
-    "botocore",
-    "Can't connect",
-    "Errno",
-    "MySQL",
-    "MariaDB",
-    "2003",
-    "orders_db",
-)
+from tests_support import LEAKS
 
 
 @pytest.fixture(scope="module")

@@ -12,28 +12,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests_support import LEAKS
+
 LOGOUT = "/api/v1/auth/logout"
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
 FORBIDDEN = {"error": "Forbidden", "message": "Origin validation failed"}
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-LEAKS = (
-    "Traceback",
-    "traceback",
-    "sqlalchemy",
-    "pymysql",
-    "asyncmy",
-    "SELECT",
-    "INSERT",
-    "botocore",
-    "aiobotocore",
-    "IntegrityError",
-    "Duplicate entry",
-    'File "',
-    "/site-packages/",
-    "pydantic",
-    "errors.pydantic.dev",
-)
 MIB = 1024 * 1024
 
 

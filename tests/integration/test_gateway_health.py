@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+from tests_support import LEAKS
+
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
-LEAKS = ("Traceback", "sqlalchemy", "pymysql", "asyncmy", "SELECT", "botocore", "INSERT")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from echobase.app.core.aws import sqs_client
 from echobase.app.core.config import GatewaySettings
-from echobase.app.gateway.context import sqs_client
 from echobase.app.gateway.publisher import OrderPublisher, PublishError
 from echobase.platform.local.devstack import EMULATOR_AWS_ENV
 
@@ -22,7 +22,7 @@ def settings(backing, monkeypatch) -> GatewaySettings:
 
 
 async def publish_all(settings, queue_url: str, count: int, senders: int) -> list:
-    async with sqs_client(settings) as sqs:
+    async with sqs_client(settings, 5, 16) as sqs:
         publisher = OrderPublisher(sqs, queue_url, senders=senders)
         publisher.start()
         try:

@@ -43,10 +43,10 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "info"
     host: str = "127.0.0.1"
+    port: int = Field(default=3102, ge=1, le=65535)
 
 
 class GatewaySettings(ServiceSettings):
-    port: int = Field(default=3102, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=32)
     allowed_origins: Annotated[list[str], NoDecode] = ["https://localhost"]
     # Peers whose X-Forwarded-For we believe (the load balancer). Empty: trust nobody.

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.concurrency import run_in_threadpool
 
+from echobase.app.core.aws import sqs_client
 from echobase.app.core.config import GatewaySettings
 from echobase.app.core.database import create_engine
 from echobase.app.core.secrets import load_database_credentials, load_jwt_key
@@ -39,20 +38,6 @@ class GatewayContext:
     publisher: OrderPublisher
 
 
-def sqs_client(settings: GatewaySettings) -> Any:
-    return get_session().create_client(
-        "sqs",
-        region_name=settings.aws_region,
-        endpoint_url=settings.sqs_endpoint_url,
-        config=AioConfig(
-            connect_timeout=2,
-            read_timeout=5,
-            retries={"max_attempts": 2, "mode": "standard"},
-            max_pool_connections=64,
-        ),
-    )
-
-
 @contextlib.asynccontextmanager
 async def gateway_lifespan(app: FastAPI, settings: GatewaySettings) -> AsyncIterator[None]:
     credentials = await run_in_threadpool(load_database_credentials, settings)
@@ -60,7 +45,7 @@ async def gateway_lifespan(app: FastAPI, settings: GatewaySettings) -> AsyncIter
     engine = create_engine(credentials, settings.db_pool_size)
     catalog = Catalog(engine, settings.catalog_refresh_seconds)
     async with contextlib.AsyncExitStack() as stack:
-        sqs = await stack.enter_async_context(sqs_client(settings))
+        sqs = await stack.enter_async_context(sqs_client(settings, 5, 64))
         stack.push_async_callback(engine.dispose)
         app.state.ctx = GatewayContext(
             settings=settings,

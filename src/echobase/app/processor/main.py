@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from echobase import __version__
 from echobase.app.core import metrics
+from echobase.app.core.aws import sqs_client
 from echobase.app.core.config import ProcessorSettings, processor_settings
 from echobase.app.core.database import create_engine
 from echobase.app.core.logging import configure_logging
@@ -25,21 +24,6 @@ from echobase.app.core.secrets import load_database_credentials
 from echobase.app.processor.consumer import OrderConsumer
 
 log = structlog.get_logger()
-
-
-def sqs_client(settings: ProcessorSettings) -> Any:
-    return get_session().create_client(
-        "sqs",
-        region_name=settings.aws_region,
-        endpoint_url=settings.sqs_endpoint_url,
-        # Long polls hold the connection for up to 20 s: read timeout must exceed that.
-        config=AioConfig(
-            connect_timeout=2,
-            read_timeout=settings.wait_time_seconds + 10,
-            retries={"max_attempts": 2, "mode": "standard"},
-            max_pool_connections=16,
-        ),
-    )
 
 
 async def dead_letter_queue_url(sqs: Any, settings: ProcessorSettings) -> str:
@@ -61,7 +45,8 @@ def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         credentials = await run_in_threadpool(load_database_credentials, settings)
         engine = create_engine(credentials, settings.db_pool_size)
-        async with sqs_client(settings) as sqs:
+        # Long polls hold the connection for up to 20 s: the read timeout must exceed that.
+        async with sqs_client(settings, settings.wait_time_seconds + 10, 16) as sqs:
             consumer = OrderConsumer(
                 settings, sqs, engine, await dead_letter_queue_url(sqs, settings)
             )
