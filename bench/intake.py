@@ -25,13 +25,15 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
 import pymysql
 
+from echobase.app.messages import build_order_message
 from echobase.platform.local.devstack import DevStack, StackPorts, service_env
+from echobase.platform.local.mariadb import app_connection
 from echobase.platform.local.processes import free_port
 
 ORIGIN = "https://bench.local"
@@ -128,17 +130,15 @@ def fill_queue(stack: DevStack, queue_url: str, user_id: int, count: int) -> Non
         for start in range(0, n, 10):
             entries = []
             for i in range(min(10, n - start)):
-                body = {
-                    "orderId": str(uuid.uuid4()),
-                    "userId": user_id,
-                    "productId": 11,
-                    "productName": "Webcam",
-                    "sku": "WC-606",
-                    "quantity": 2,
-                    "totalPrice": "119.98",
-                    "correlationId": "bench",
-                    "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                }
+                body = build_order_message(
+                    user_id=user_id,
+                    product_id=11,
+                    product_name="Webcam",
+                    sku="WC-606",
+                    quantity=2,
+                    total_price=Decimal("119.98"),
+                    correlation_id="bench",
+                )
                 entries.append({"Id": str(i), "MessageBody": json.dumps(body)})
             sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
 
@@ -247,14 +247,7 @@ def main() -> None:
         stack.stop("api-gateway")
         empty_queue(stack, queues.queue_url)
         fill_queue(stack, queues.queue_url, users[0][0], args.drain)
-        conn = pymysql.connect(
-            host=credentials.host,
-            port=credentials.port,
-            user=credentials.username,
-            password=credentials.password,
-            database=credentials.dbname,
-            autocommit=False,
-        )
+        conn = app_connection(credentials, autocommit=False)
         with conn.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM orders")
             before = cur.fetchone()[0]

@@ -18,6 +18,7 @@ import pytest
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.queues import QueueUrls
 from echobase.platform.local.devstack import DevStack, StackPorts, service_env
+from echobase.platform.local.mariadb import app_connection
 from echobase.platform.local.processes import free_port
 
 ALLOWED_ORIGIN = "https://echobase.test"
@@ -30,15 +31,7 @@ class Backing:
     jwt_key: str
 
     def db(self) -> pymysql.connections.Connection:
-        c = self.credentials
-        return pymysql.connect(
-            host=c.host,
-            port=c.port,
-            user=c.username,
-            password=c.password,
-            database=c.dbname,
-            autocommit=True,
-        )
+        return app_connection(self.credentials)
 
     def query(self, sql: str, *args: object) -> list[tuple]:
         conn = self.db()

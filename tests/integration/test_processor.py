@@ -6,10 +6,12 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from decimal import Decimal
 
 import httpx
 import pytest
+
+from echobase.app.messages import build_order_message
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -35,17 +37,15 @@ def user_id(backing) -> int:
 
 
 def order_message(user_id: int, **overrides: object) -> dict[str, object]:
-    message: dict[str, object] = {
-        "orderId": str(uuid.uuid4()),
-        "userId": user_id,
-        "productId": 11,
-        "productName": "Webcam",
-        "sku": "WC-606",
-        "quantity": 2,
-        "totalPrice": "119.98",
-        "correlationId": str(uuid.uuid4()),
-        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-    }
+    message = build_order_message(
+        user_id=user_id,
+        product_id=11,
+        product_name="Webcam",
+        sku="WC-606",
+        quantity=2,
+        total_price=Decimal("119.98"),
+        correlation_id=str(uuid.uuid4()),
+    )
     message.update(overrides)
     return message
 

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from echobase.app.processor.messages import InvalidMessageError, parse_order
+from echobase.app.messages import InvalidMessageError, parse_order
 
 GOOD = {
     "orderId": str(uuid.uuid4()),

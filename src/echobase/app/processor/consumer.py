@@ -25,7 +25,7 @@ from echobase.app.core.config import ProcessorSettings
 from echobase.app.core.database import is_outage
 from echobase.app.core.metrics import BATCH_SECONDS, ORDERS_DEAD_LETTERED, ORDERS_STORED
 from echobase.app.db.models import Order
-from echobase.app.processor.messages import InvalidMessageError, OrderMessage, parse_order
+from echobase.app.messages import InvalidMessageError, OrderMessage, parse_order
 
 log = structlog.get_logger()
 

@@ -159,6 +159,21 @@ def admin_connection(server: MariaDBServer) -> pymysql.connections.Connection:
     )
 
 
+def app_connection(
+    credentials: DatabaseCredentials, autocommit: bool = True
+) -> pymysql.connections.Connection:
+    """A plain connection as the app user, for tools, tests and benchmarks."""
+    return pymysql.connect(
+        host=credentials.host,
+        port=credentials.port,
+        user=credentials.username,
+        password=credentials.password,
+        database=credentials.dbname,
+        autocommit=autocommit,
+        connect_timeout=5,
+    )
+
+
 def wait_ready(server: MariaDBServer, process: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

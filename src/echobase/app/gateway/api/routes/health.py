@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from echobase import __version__
 from echobase.app.gateway.api.deps import Context
-from echobase.app.gateway.health import utc_now_iso
+from echobase.app.messages import utc_now_iso
 
 router = APIRouter(tags=["health"])
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -14,9 +13,9 @@ from echobase.app.core.metrics import ORDERS_ACCEPTED
 from echobase.app.db.models import Order
 from echobase.app.gateway.api.deps import Context, CurrentUser
 from echobase.app.gateway.errors import ApiError, unavailable
-from echobase.app.gateway.health import utc_now_iso
 from echobase.app.gateway.publisher import PublishError
 from echobase.app.gateway.schemas import OrderRequest
+from echobase.app.messages import build_order_message
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 log = structlog.get_logger()
@@ -39,17 +38,15 @@ async def submit_order(
             f"Order total must not exceed {ctx.settings.max_order_total:,}",
         )
     correlation_id: str = request.state.correlation_id
-    order = {
-        "orderId": str(uuid.uuid4()),
-        "userId": user.user_id,
-        "productId": product.id,
-        "productName": product.name,
-        "sku": product.sku,
-        "quantity": body.quantity,
-        "totalPrice": f"{total:.2f}",
-        "correlationId": correlation_id,
-        "timestamp": utc_now_iso(),
-    }
+    order = build_order_message(
+        user_id=user.user_id,
+        product_id=product.id,
+        product_name=product.name,
+        sku=product.sku,
+        quantity=body.quantity,
+        total_price=total,
+        correlation_id=correlation_id,
+    )
     try:
         message_id = await ctx.publisher.publish(
             json.dumps(order),

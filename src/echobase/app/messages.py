@@ -1,4 +1,6 @@
-"""What an order message must look like before it may become a row."""
+"""The order message: what the gateway puts on the queue and the processor may store.
+
+Both sides use this module, so the format is written down once."""
 
 from __future__ import annotations
 
@@ -45,6 +47,36 @@ class OrderMessage(BaseModel):
             "created_at": created,
             "updated_at": created,
         }
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_order_message(
+    *,
+    user_id: int,
+    product_id: int,
+    product_name: str,
+    sku: str,
+    quantity: int,
+    total_price: Decimal,
+    correlation_id: str,
+    order_id: str | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """The JSON body of one order message (keys as the processor expects them)."""
+    return {
+        "orderId": order_id or str(uuid.uuid4()),
+        "userId": user_id,
+        "productId": product_id,
+        "productName": product_name,
+        "sku": sku,
+        "quantity": quantity,
+        "totalPrice": f"{total_price:.2f}",
+        "correlationId": correlation_id,
+        "timestamp": timestamp or utc_now_iso(),
+    }
 
 
 class InvalidMessageError(ValueError):
