@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -16,8 +17,20 @@ def create_engine(credentials: DatabaseCredentials, pool_size: int) -> AsyncEngi
         pool_pre_ping=True,
         pool_recycle=1800,
         pool_timeout=5,
-        connect_args={"connect_timeout": 3},
+        hide_parameters=True,  # statement parameters (hashes, e-mails) stay out of logs
+        # Timestamps are stored as UTC whatever the server's or machine's time zone.
+        connect_args={"connect_timeout": 3, "init_command": "SET time_zone = '+00:00'"},
     )
+
+
+async def reachable(engine: AsyncEngine) -> bool:
+    """Whether a trivial statement succeeds now (tells an outage from a bad statement)."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
 
 
 def is_outage(exc: BaseException) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from echobase.app.core.config import ProcessorSettings
-from echobase.app.core.database import is_outage
+from echobase.app.core.database import is_outage, reachable
 from echobase.app.core.metrics import BATCH_SECONDS, ORDERS_DEAD_LETTERED, ORDERS_STORED
 from echobase.app.db.models import Order
 from echobase.app.messages import InvalidMessageError, OrderMessage, parse_order
@@ -138,7 +138,9 @@ class OrderConsumer:
             try:
                 await self._insert([r.order for r in batch])
             except Exception as exc:
-                if not is_outage(exc):
+                # An operational error while the database answers a ping is about this
+                # batch (or transient, like a deadlock): retry row by row, never hold forever.
+                if not is_outage(exc) or await reachable(self.engine):
                     await self._store_one_by_one(batch)
                     return
                 if not self.database_down:
