@@ -8,8 +8,14 @@ import sys
 import structlog
 
 
+# SDK wire logs print whole responses, GetSecretValue's included: never below WARNING.
+_QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "urllib3", "s3transfer", "aiohttp")
+
+
 def configure_logging(service: str, colour: str, level: str = "info") -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper())
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
