@@ -1,4 +1,4 @@
-"""Structured JSON logs; secrets never reach them because no code logs credentials."""
+"""Structured JSON logs. No code logs credentials, and the SDK loggers that would are muted."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import logging
 import sys
 
 import structlog
-
 
 # SDK wire logs print whole responses, GetSecretValue's included: never below WARNING.
 _QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "urllib3", "s3transfer", "aiohttp")
