@@ -212,3 +212,21 @@ def test_unknown_usernames_lock_the_same_way(lockout_pair):
             "message": "Invalid username or password",
         }
     assert_locked(_login(b, ghost, "Wrong0Password"))
+
+
+def test_lock_expires_and_old_failures_decay(gateway_factory):
+    # A 2-second lockout (and decay window) stands in for the default 15 minutes.
+    gw = gateway_factory("gw-lock-short", ECHOBASE_LOGIN_LOCKOUT_SECONDS="2")
+    user = gw.new_user()
+    for _ in range(5):
+        assert _login(gw, user.username, "Wrong0Password").status_code == 401
+    assert_locked(_login(gw, user.username, user.password))
+    time.sleep(3.2)
+    assert _login(gw, user.username, user.password).status_code == 200  # lock expired
+    for _ in range(4):
+        assert _login(gw, user.username, "Wrong0Password").status_code == 401
+    time.sleep(3.2)  # those four are older than the decay window now
+    for _ in range(4):
+        assert _login(gw, user.username, "Wrong0Password").status_code == 401
+    # 8 failures in all, but never 5 within the window: not locked.
+    assert _login(gw, user.username, user.password).status_code == 200
