@@ -267,3 +267,19 @@ def test_health_turns_503_when_polling_fails(backing):
         assert body["status"] == "degraded" and body["lastPollAt"].endswith("Z")
     finally:
         backing.stack.stop("proc-nopoll")
+
+
+def test_dead_letter_queue_found_from_the_redrive_policy(backing):
+    queues = backing.new_queues()
+    sqs = backing.stack.client("sqs")
+    send(sqs, queues.queue_url, "not an order")
+    url = backing.start_processor("proc-nodlq", queues, ECHOBASE_SQS_DLQ_URL="")
+    try:
+        wait_until(
+            lambda: httpx.get(url + "/health").json()["deadLetteredCount"] == 1,
+            15,
+            "the poison message to be dead-lettered",
+        )
+        assert [m["Body"] for m in dlq_bodies(sqs, queues.dlq_url)] == ["not an order"]
+    finally:
+        backing.stack.stop("proc-nodlq")
