@@ -9,17 +9,33 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from echobase.app.core.secrets import DatabaseCredentials
 
 
-def create_engine(credentials: DatabaseCredentials, pool_size: int) -> AsyncEngine:
+def create_engine(
+    credentials: DatabaseCredentials, pool_size: int, autocommit: bool = False
+) -> AsyncEngine:
+    """``autocommit=True`` is for single-statement hot paths: every statement commits on the
+    server, and no COMMIT or reset ROLLBACK round trip follows it. Use ``connect()`` there,
+    never multi-statement transactions."""
     return create_async_engine(
         credentials.url("asyncmy"),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping per checkout (a round trip on every request): a connection found dead
+        # fails one statement, and SQLAlchemy then discards the whole stale pool.
         pool_recycle=1800,
         pool_timeout=5,
         hide_parameters=True,  # statement parameters (hashes, e-mails) stay out of logs
         # Timestamps are stored as UTC whatever the server's or machine's time zone.
-        connect_args={"connect_timeout": 3, "init_command": "SET time_zone = '+00:00'"},
+        connect_args={
+            "connect_timeout": 3,
+            "init_command": "SET time_zone = '+00:00'",
+        },
+        # Engine-wide, so it is set once per connection rather than on every checkout; with
+        # every statement committed there is no transaction for a reset ROLLBACK to end.
+        **(
+            {"isolation_level": "AUTOCOMMIT", "skip_autocommit_rollback": True}
+            if autocommit
+            else {}
+        ),
     )
 
 

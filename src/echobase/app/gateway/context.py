@@ -43,10 +43,12 @@ async def gateway_lifespan(app: FastAPI, settings: GatewaySettings) -> AsyncIter
     credentials = await run_in_threadpool(load_database_credentials, settings)
     jwt_key = await run_in_threadpool(load_jwt_key, settings)
     engine = create_engine(credentials, settings.db_pool_size)
+    counters = create_engine(credentials, settings.db_pool_size, autocommit=True)
     catalog = Catalog(engine, settings.catalog_refresh_seconds)
     async with contextlib.AsyncExitStack() as stack:
         sqs = await stack.enter_async_context(sqs_client(settings, 5, 64))
         stack.push_async_callback(engine.dispose)
+        stack.push_async_callback(counters.dispose)
         app.state.ctx = GatewayContext(
             settings=settings,
             engine=engine,
@@ -57,7 +59,7 @@ async def gateway_lifespan(app: FastAPI, settings: GatewaySettings) -> AsyncIter
                 engine, sqs, settings.sqs_queue_url, settings.health_cache_seconds
             ),
             limiter=RateLimiter(
-                engine, settings.rate_limit_window_seconds, settings.rate_limit_max
+                counters, settings.rate_limit_window_seconds, settings.rate_limit_max
             ),
             lockout=LoginLockout(
                 engine, settings.login_max_failures, settings.login_lockout_seconds

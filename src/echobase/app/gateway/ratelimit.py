@@ -50,6 +50,7 @@ class RateLimiter:
     local limit) so that order intake keeps working through an outage."""
 
     def __init__(self, engine: AsyncEngine, window_seconds: int, limit: int) -> None:
+        """``engine`` should autocommit (see core.database): one round trip per request."""
         self._engine, self._window, self._limit = engine, window_seconds, limit
         self._local: dict[tuple[str, int], int] = {}
         self._local_window = 0
@@ -75,7 +76,7 @@ class RateLimiter:
         return RateDecision(self._limit, self._limit - hits, reset)
 
     async def _shared_hit(self, client: str, window_start: int) -> int:
-        async with self._engine.begin() as conn:
+        async with self._engine.connect() as conn:
             result = await conn.execute(
                 _HIT, {"bucket": client[:128], "window_start": window_start}
             )
