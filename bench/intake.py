@@ -66,11 +66,11 @@ def cpu_snapshot(stack: DevStack) -> dict[str, float]:
     return snapshot
 
 
-def print_cpu(before: dict[str, float], after: dict[str, float], orders: int) -> None:
+def print_cpu(label: str, before: dict[str, float], after: dict[str, float], orders: int) -> None:
     parts = ", ".join(
         f"{name} {(after[name] - before[name]) / orders * 1000:.2f}" for name in before
     )
-    print(f"  CPU ms per order: {parts}")
+    print(f"  CPU ms per order ({label}): {parts}")
 
 
 def questions(stack: DevStack) -> int:
@@ -235,7 +235,9 @@ def main() -> None:
         empty_queue(stack, queues.queue_url)
         fill_queue(stack, queues.queue_url, users[0][0], args.queued)
         depth_before = queue_depth(stack, queues.queue_url)
+        cpu_deep_before = cpu_snapshot(stack)
         ok_deep, fail_deep, lat_deep = asyncio.run(order_load(base, tokens, args.seconds))
+        cpu_deep_after = cpu_snapshot(stack)
 
         rate_empty, rate_deep = ok_empty / args.seconds, ok_deep / args.seconds
         print(
@@ -252,7 +254,8 @@ def main() -> None:
                 f" {percentile(lat, 0.99) * 1000:8.1f} {failed:7d}"
             )
         print(f"ratio deep/empty: {rate_deep / rate_empty:.2f}")
-        print_cpu(cpu_before, cpu_after, ok_empty)
+        print_cpu("empty", cpu_before, cpu_after, ok_empty)
+        print_cpu("queued", cpu_deep_before, cpu_deep_after, ok_deep)
         # Minus the one SHOW STATUS of ours; the catalogue refresh adds a little too.
         per_order = (questions_after - questions_before - 1) / ok_empty
         print(f"  MariaDB statements per order: {per_order:.2f}")
