@@ -185,7 +185,8 @@ class EdgeMiddleware:
     async def _limit_body(
         self, scope: Scope, receive: Receive
     ) -> tuple[Receive, tuple[int, dict[str, Any]] | None]:
-        too_large = (413, error_body("Payload Too Large", "Request body exceeds 1 MiB"))
+        limit = self.max_body_bytes
+        too_large = (413, error_body("Payload Too Large", f"Request body exceeds {limit} bytes"))
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.isdigit():
