@@ -32,9 +32,9 @@ import aiohttp
 import pymysql
 
 from echobase.app.messages import build_order_message
-from echobase.platform.local.devstack import DevStack, StackPorts, service_env
-from echobase.platform.local.mariadb import admin_connection, app_connection
-from echobase.platform.local.processes import free_port
+from echobase.platform.devstack import DevStack, StackPorts, service_env
+from echobase.platform.durable.mariadb import admin_connection, app_connection
+from echobase.platform.runtime.processes import free_port
 
 ORIGIN = "https://bench.local"
 

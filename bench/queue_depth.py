@@ -43,7 +43,7 @@ if str(SRC) not in sys.path:  # run from a checkout without the package installe
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
-from echobase.platform.local.processes import (  # noqa: E402
+from echobase.platform.runtime.processes import (  # noqa: E402
     free_port,
     spawn,
     terminate,

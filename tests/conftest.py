@@ -17,9 +17,9 @@ import pytest
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.queues import QueueUrls
-from echobase.platform.local.devstack import DevStack, StackPorts, service_env
-from echobase.platform.local.mariadb import app_connection
-from echobase.platform.local.processes import free_port
+from echobase.platform.devstack import DevStack, StackPorts, service_env
+from echobase.platform.durable.mariadb import app_connection
+from echobase.platform.runtime.processes import free_port
 
 ALLOWED_ORIGIN = "https://echobase.test"
 

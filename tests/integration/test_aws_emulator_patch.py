@@ -20,7 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from echobase.platform.local.processes import free_port, spawn, terminate, wait_http
+from echobase.platform.runtime.processes import free_port, spawn, terminate, wait_http
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 HOST = "127.0.0.1"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import uuid
 
-from echobase.platform.local.devstack import EMULATOR_AWS_ENV
+from echobase.platform.devstack import EMULATOR_AWS_ENV
 
 
 def echobase(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from echobase.app.db.migrate import current_heads, upgrade
-from echobase.platform.local import mariadb
+from echobase.platform.durable import mariadb
 
 SEED = [
     (1, "Quantum Stabilizer", Decimal("249.99"), "QS-001"),

@@ -11,7 +11,7 @@ import pytest
 from echobase.app.core.aws import sqs_client
 from echobase.app.core.config import GatewaySettings
 from echobase.app.gateway.publisher import OrderPublisher, PublishError
-from echobase.platform.local.devstack import EMULATOR_AWS_ENV
+from echobase.platform.devstack import EMULATOR_AWS_ENV
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from echobase.app.core.secrets import SecretUnavailableError, fetch_secret
-from echobase.platform.local.processes import free_port, spawn
+from echobase.platform.runtime.processes import free_port, spawn
 
 
 def test_waits_for_a_secret_that_appears_later(backing):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from echobase.app.core.secrets import DatabaseCredentials
-from echobase.platform.local.mariadb import (
+from echobase.platform.durable.mariadb import (
     MariaDBError,
     MariaDBServer,
     bootstrap_statements,

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from echobase.platform.local.devstack import DevStack, StackPorts, service_env
+from echobase.platform.devstack import DevStack, StackPorts, service_env
 
 console = Console()
 app = typer.Typer(help="Run the order system locally in the foreground.", no_args_is_help=True)

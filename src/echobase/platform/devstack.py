@@ -23,8 +23,8 @@ from echobase.app.core.config import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.db.migrate import upgrade
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, QueueUrls, ensure_queues
-from echobase.platform.local import mariadb
-from echobase.platform.local.processes import free_port, spawn, terminate, wait_http
+from echobase.platform.durable import mariadb
+from echobase.platform.runtime.processes import free_port, spawn, terminate, wait_http
 
 # moto accepts any key pair; these are names, not credentials.
 EMULATOR_AWS_ENV = {

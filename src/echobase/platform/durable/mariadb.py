@@ -12,8 +12,8 @@ from pathlib import Path
 import pymysql
 
 from echobase.app.core.secrets import DatabaseCredentials
-from echobase.platform.local.files import write_private
-from echobase.platform.local.processes import spawn
+from echobase.platform.runtime.files import write_private
+from echobase.platform.runtime.processes import spawn
 
 
 class MariaDBError(RuntimeError):

@@ -1,0 +1,1 @@
+"""The durable layer: what every deployment of an environment shares and keeps."""

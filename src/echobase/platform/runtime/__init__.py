@@ -1,0 +1,1 @@
+"""How processes run on one machine: supervisor, pids, files."""
