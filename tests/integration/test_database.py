@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pymysql
+import pytest
+
 from echobase.app.db.migrate import current_heads, upgrade
 from echobase.platform.durable import mariadb
+from echobase.platform.durable.mariadb import admin_url
 
 SEED = [
     (1, "Quantum Stabilizer", Decimal("249.99"), "QS-001"),
@@ -28,7 +32,7 @@ def test_seed_products_exactly(backing):
 
 
 def test_upgrade_head_twice_is_a_no_op(backing):
-    url = backing.credentials.url("pymysql")
+    url = admin_url(backing.stack.database, backing.credentials.dbname)
     before = backing.query("CHECKSUM TABLE products, users")
     upgrade(url)
     upgrade(url)
@@ -77,3 +81,13 @@ def test_orders_schema_indexes_and_foreign_keys(backing):
         " AND TABLE_NAME = 'orders' AND COLUMN_NAME = 'order_status'"
     )
     assert default == [("'pending'",)]
+
+
+def test_app_user_has_only_the_privileges_the_services_need(backing):
+    grants = " ".join(row[0] for row in backing.query("SHOW GRANTS FOR CURRENT_USER()"))
+    assert "SELECT, INSERT, UPDATE, DELETE ON" in grants
+    assert "ALL PRIVILEGES" not in grants
+    with pytest.raises(pymysql.err.OperationalError) as denied:
+        backing.query("DROP TABLE orders")
+    assert denied.value.args[0] == 1142  # command denied
+    assert backing.query("SELECT COUNT(*) FROM products") == [(11,)]

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from echobase import __version__
-from echobase.cli import data, dev
+from echobase.cli import data, dev, durable
+from echobase.platform.doctor import run_checks
+from echobase.platform.durable.layer import DurableLayer
+from echobase.platform.stack import ENVIRONMENTS
 
 app = typer.Typer(
     name="echobase",
@@ -13,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals can hold credentials
 )
+app.add_typer(durable.app, name="durable")
 app.add_typer(dev.app, name="dev")
 app.add_typer(data.queues, name="queues")
 app.add_typer(data.db, name="db")
@@ -22,6 +31,47 @@ app.add_typer(data.db, name="db")
 def version() -> None:
     """Print the echobase version."""
     typer.echo(__version__)
+
+
+@app.command()
+def doctor(
+    home: durable.HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check binaries, ports and the state directory; say how to fix what is wrong."""
+    stack = durable.load_stack(home)
+    ours: dict[int, str] = {}
+    for env in ENVIRONMENTS:
+        layer = DurableLayer(stack, env)
+        if not layer.supervisor.running():
+            continue
+        for service in layer.status():
+            if service.state == "RUNNING":
+                ports = stack.ports.of(env)
+                held = [service.port]
+                if service.role == "nginx":
+                    held = [
+                        ports["lb_http"],
+                        ports["lb_https"],
+                        ports["lb_blue"],
+                        ports["lb_green"],
+                    ]
+                ours.update(dict.fromkeys(held, service.name))
+    checks = run_checks(stack, ours)
+    failed = any(check.outcome == "fail" for check in checks)
+    if as_json:
+        typer.echo(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))
+    else:
+        table = Table(title=f"echobase doctor ({stack.home})")
+        for column in ("check", "result", "detail", "fix"):
+            table.add_column(column)
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for check in checks:
+            outcome = f"[{colour[check.outcome]}]{check.outcome}[/]"
+            table.add_row(check.name, outcome, check.detail, check.fix)
+        Console().print(table)
+    if failed:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,8 @@ from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.db.migrate import upgrade
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, QueueUrls, ensure_queues
 from echobase.platform.durable import mariadb
+from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
 from echobase.platform.runtime.processes import free_port, spawn, terminate, wait_http
-
-# moto accepts any key pair; these are names, not credentials.
-EMULATOR_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "echobase-local",
-    "AWS_SECRET_ACCESS_KEY": "echobase-local",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @dataclass(frozen=True)
@@ -93,6 +87,7 @@ class DevStack:
     ports: StackPorts
     host: str = "127.0.0.1"
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    db_key: str | None = field(default=None, repr=False)
 
     @property
     def aws_url(self) -> str:
@@ -135,27 +130,31 @@ class DevStack:
         return DatabaseCredentials.from_secret(stored), jwt_key
 
     def start_database(self, encryption_key_hex: str | None = None) -> None:
-        """Initialise on first use, then start. Without a key, reuse the one the data was
-        encrypted with (a new key would make the existing tables unreadable)."""
-        server = self.database
-        if encryption_key_hex is None:
-            existing = server.keyfile.read_text().strip() if server.keyfile.exists() else ""
-            encryption_key_hex = existing.partition(";")[2] or secrets.token_hex(32)
-        mariadb.prepare(server, encryption_key_hex)
+        """Initialise on first use, then start. The key stays in memory between restarts:
+        the key file lives only while the server reads it."""
+        if encryption_key_hex is not None or self.db_key is None:
+            self.db_key = encryption_key_hex or secrets.token_hex(32)
+        mariadb.prepare(self.database, self.db_key)
         self.run_database()
 
     def run_database(self) -> None:
         server = self.database
-        process = mariadb.start(server)
-        self.processes["mariadb"] = process
-        mariadb.wait_ready(server, process, timeout=60)
+        if self.db_key is None:
+            raise RuntimeError("start_database first: the encryption key is not known")
+        mariadb.write_keyfile(server, self.db_key)
+        try:
+            process = mariadb.start(server)
+            self.processes["mariadb"] = process
+            mariadb.wait_ready(server, process, timeout=60)
+        finally:
+            mariadb.remove_keyfile(server)
 
     def stop_database(self) -> None:
         terminate(self.processes.pop("mariadb"), timeout=60)
 
     def provision_database(self, credentials: DatabaseCredentials) -> None:
         mariadb.bootstrap(self.database, credentials)
-        upgrade(credentials.url("pymysql"))
+        upgrade(mariadb.admin_url(self.database, credentials.dbname))
 
     def create_queues(self, prefix: str = "", visibility_timeout: int = 30) -> QueueUrls:
         return ensure_queues(

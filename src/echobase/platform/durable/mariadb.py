@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
+import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pymysql
+from sqlalchemy import URL
 
 from echobase.app.core.secrets import DatabaseCredentials
-from echobase.platform.runtime.files import write_private
-from echobase.platform.runtime.processes import spawn
+from echobase.platform.runtime.files import write_private, write_private_if_changed
+from echobase.platform.runtime.processes import python_executable, spawn
 
 
 class MariaDBError(RuntimeError):
@@ -80,6 +84,9 @@ def render_config(server: MariaDBServer) -> str:
             f"file_key_management_filename = {server.keyfile}",
             "file_key_management_encryption_algorithm = AES_CTR",
             "innodb_encrypt_tables = FORCE",
+            # Background threads encrypt what bootstrap made before encryption applied
+            # (the system tablespace); with the default 0 it would stay plain.
+            "innodb_encryption_threads = 2",
             "innodb_encrypt_log = ON",
             "innodb_encrypt_temporary_tables = ON",
             "encrypt_tmp_files = ON",
@@ -87,6 +94,10 @@ def render_config(server: MariaDBServer) -> str:
             "aria_encrypt_tables = ON",
         ]
     return "\n".join(lines) + "\n"
+
+
+# mariadbd sets its own umask from these (default 0660: group-readable data files).
+PRIVATE_FILES_ENV = {"UMASK": "0600", "UMASK_DIR": "0700"}
 
 
 def install_command(server: MariaDBServer) -> list[str]:
@@ -103,17 +114,48 @@ def server_command(server: MariaDBServer) -> list[str]:
     return [_binary("mariadbd"), f"--defaults-file={server.config_file}"]
 
 
-def bootstrap_statements(app: DatabaseCredentials) -> list[tuple[str, tuple[str, ...]]]:
-    """Idempotent SQL giving the app user its database; values go as parameters."""
+# What the order services do and nothing more: migrations run as the admin over the socket.
+APP_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+APP_HOSTS = ("127.0.0.1", "localhost")
+
+
+def bootstrap_statements(
+    app: DatabaseCredentials, root_password: str | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Idempotent SQL giving the app user its database; values go as parameters.
+
+    An existing app user keeps its password: a mismatch with the store is reported by
+    ``verify_app_login`` and fixed on request (``repair_statements``), never silently."""
     db = _identifier(app.dbname)
-    return [
+    statements: list[tuple[str, tuple[str, ...]]] = [
         (f"CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4", ()),
-        ("CREATE USER IF NOT EXISTS %s@'127.0.0.1' IDENTIFIED BY %s", (app.username, app.password)),
-        ("CREATE USER IF NOT EXISTS %s@'localhost' IDENTIFIED BY %s", (app.username, app.password)),
-        ("ALTER USER %s@'127.0.0.1' IDENTIFIED BY %s", (app.username, app.password)),
-        ("ALTER USER %s@'localhost' IDENTIFIED BY %s", (app.username, app.password)),
-        (f"GRANT ALL PRIVILEGES ON {db}.* TO %s@'127.0.0.1'", (app.username,)),
-        (f"GRANT ALL PRIVILEGES ON {db}.* TO %s@'localhost'", (app.username,)),
+    ]
+    for host in APP_HOSTS:
+        statements += [
+            (
+                f"CREATE USER IF NOT EXISTS %s@'{host}' IDENTIFIED BY %s",
+                (app.username, app.password),
+            ),
+            (f"GRANT {APP_PRIVILEGES} ON {db}.* TO %s@'{host}'", (app.username,)),
+        ]
+    if root_password is not None:
+        # root exists only @localhost, and with skip-name-resolve a TCP client never is
+        # "localhost": root is reachable through the socket only, by OS identity or password.
+        statements.append(
+            (
+                "ALTER USER root@localhost IDENTIFIED VIA unix_socket "
+                "OR mysql_native_password USING PASSWORD(%s)",
+                (root_password,),
+            )
+        )
+    return statements
+
+
+def repair_statements(app: DatabaseCredentials) -> list[tuple[str, tuple[str, ...]]]:
+    """Make the database agree with the secrets store, the source of truth."""
+    return [
+        (f"ALTER USER %s@'{host}' IDENTIFIED BY %s", (app.username, app.password))
+        for host in APP_HOSTS
     ]
 
 
@@ -133,24 +175,43 @@ def _binary(name: str) -> str:
 # --- running -------------------------------------------------------------------------
 
 
+def write_keyfile(server: MariaDBServer, encryption_key_hex: str) -> None:
+    write_private(server.keyfile, f"1;{encryption_key_hex}\n")
+
+
+def remove_keyfile(server: MariaDBServer) -> None:
+    server.keyfile.unlink(missing_ok=True)
+
+
 def prepare(server: MariaDBServer, encryption_key_hex: str | None) -> None:
-    """Write the config (and key) and initialise the data directory on first use."""
+    """Write the config and initialise the data directory on first use. The key file
+    exists only while a server process reads it (here: the bootstrap server)."""
     server.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if server.encrypted:
-        if not encryption_key_hex:
-            raise MariaDBError("an encrypted server needs an encryption key")
-        write_private(server.keyfile, f"1;{encryption_key_hex}\n")
-    write_private(server.config_file, render_config(server))
-    if not (server.datadir / "mysql").is_dir():
+    if server.encrypted and not encryption_key_hex:
+        raise MariaDBError("an encrypted server needs an encryption key")
+    write_private_if_changed(server.config_file, render_config(server))
+    if (server.datadir / "mysql").is_dir():
+        return
+    if server.encrypted and encryption_key_hex:
+        write_keyfile(server, encryption_key_hex)
+    try:
         result = subprocess.run(
-            install_command(server), capture_output=True, text=True, check=False, timeout=120
+            install_command(server),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env={**os.environ, **PRIVATE_FILES_ENV},
         )
-        if result.returncode != 0:
-            raise MariaDBError(f"mariadb-install-db failed: {result.stderr[-2000:]}")
+    finally:
+        remove_keyfile(server)
+    if result.returncode != 0:
+        raise MariaDBError(f"mariadb-install-db failed: {result.stderr[-2000:]}")
 
 
 def start(server: MariaDBServer) -> subprocess.Popen[bytes]:
-    return spawn(server_command(server), server.home / "mariadb.out")
+    env = {**os.environ, **PRIVATE_FILES_ENV}
+    return spawn(server_command(server), server.home / "mariadb.out", env=env)
 
 
 def admin_connection(server: MariaDBServer) -> pymysql.connections.Connection:
@@ -188,11 +249,108 @@ def wait_ready(server: MariaDBServer, process: subprocess.Popen[bytes], timeout:
     raise MariaDBError(f"mariadbd not ready after {timeout:.0f}s; see {server.log_file}")
 
 
-def bootstrap(server: MariaDBServer, app: DatabaseCredentials) -> None:
+def run_admin(server: MariaDBServer, statements: list[tuple[str, tuple[str, ...]]]) -> None:
     conn = admin_connection(server)
     try:
         with conn.cursor() as cur:
-            for statement, params in bootstrap_statements(app):
+            for statement, params in statements:
                 cur.execute(statement, params)
     finally:
         conn.close()
+
+
+def bootstrap(
+    server: MariaDBServer, app: DatabaseCredentials, root_password: str | None = None
+) -> None:
+    run_admin(server, bootstrap_statements(app, root_password))
+
+
+def admin_url(server: MariaDBServer, dbname: str) -> URL:
+    """The admin over the unix socket, for migrations (the app user cannot change schema)."""
+    return URL.create(
+        "mariadb+pymysql",
+        username=server.os_user,
+        host="localhost",
+        database=dbname,
+        query={"unix_socket": str(server.socket), "charset": "utf8mb4"},
+    )
+
+
+def verify_app_login(credentials: DatabaseCredentials) -> str | None:
+    """None when the app user logs in with the stored credentials, else the server's reason."""
+    try:
+        app_connection(credentials).close()
+    except pymysql.err.OperationalError as exc:
+        return str(exc.args[-1]) if exc.args else type(exc).__name__
+    return None
+
+
+# --- the supervised launcher ------------------------------------------------------------
+# supervisor restarts a crashed server on its own, and the key file must not lie on disk in
+# between. So the program supervisor runs fetches the key from the secrets store, writes the
+# key file, leaves a watcher that deletes it once the server is up, and becomes mariadbd
+# (same pid: supervisor signals the server itself and sees its exit status).
+
+
+def launch_command(server: MariaDBServer, secrets_url: str, key_secret: str) -> list[str]:
+    """No secret in the argument list: only where to fetch it."""
+    return [
+        python_executable(),
+        "-m",
+        "echobase.platform.durable.mariadb",
+        "--home",
+        str(server.home),
+        "--port",
+        str(server.port),
+        "--host",
+        server.host,
+        "--secrets-url",
+        secrets_url,
+        "--key-secret",
+        key_secret,
+    ]
+
+
+def _remove_key_when_up(server: MariaDBServer, timeout: float) -> None:
+    """In a forked child: the socket appears once plugins (the key) are loaded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(server.socket))
+                break
+            except OSError:
+                time.sleep(0.1)
+    remove_keyfile(server)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from echobase.platform.durable.credentials import aws_client
+
+    parser = argparse.ArgumentParser(description="Start mariadbd with its key from the store.")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--secrets-url", required=True)
+    parser.add_argument("--key-secret", required=True)
+    args = parser.parse_args(argv)
+    server = MariaDBServer(args.home, args.port, args.host)
+    client = aws_client("secretsmanager", args.secrets_url)
+    try:
+        key = str(client.get_secret_value(SecretId=args.key_secret)["SecretString"])
+    except Exception as exc:
+        sys.exit(f"cannot read {args.key_secret!r} from the secrets store: {type(exc).__name__}")
+    write_keyfile(server, key)
+    if os.fork() == 0:
+        try:
+            _remove_key_when_up(server, timeout=300)
+        finally:
+            os._exit(0)
+    command = server_command(server)
+    os.execv(command[0], command)  # noqa: S606 - our own mariadbd, no shell
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,18 @@
+"""Files under the state directory: private by default, rewritten only when they change."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+
+def private_dir(path: Path) -> Path:
+    """A directory only its owner can enter (its missing parents too)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for created in missing:
+        os.chmod(created, 0o700)
+    return path
 
 
 def write_private(path: Path, content: str) -> None:
@@ -11,3 +22,11 @@ def write_private(path: Path, content: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(content)
     os.chmod(path, 0o600)
+
+
+def write_private_if_changed(path: Path, content: str) -> bool:
+    """Leave an identical file alone (setup run again must change nothing); True if written."""
+    if path.is_file() and path.read_text() == content:
+        return False
+    write_private(path, content)
+    return True

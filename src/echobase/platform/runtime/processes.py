@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -71,3 +72,13 @@ def terminate(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def python_executable() -> str:
+    """The environment's interpreter under one stable name: a program definition must not
+    change (and restart the service) because a caller was started as python3 or python."""
+    for name in ("python", "python3"):
+        candidate = Path(sys.prefix) / "bin" / name
+        if candidate.exists():
+            return str(candidate)
+    return sys.executable

@@ -1,0 +1,164 @@
+"""``echobase durable setup|teardown|status``: one environment's durable layer."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from echobase.platform.durable.credentials import OBSERVABILITY
+from echobase.platform.durable.layer import DurableError, DurableLayer
+from echobase.platform.stack import ENVIRONMENTS, Stack, StackConfigError, check_env
+
+console = Console(stderr=True)
+app = typer.Typer(
+    help="The durable layer of an environment: MariaDB, secrets store, nginx, Prometheus.",
+    no_args_is_help=True,
+)
+
+EnvArg = Annotated[str, typer.Argument(help=f"Environment: one of {', '.join(ENVIRONMENTS)}.")]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(help="State directory (default $ECHOBASE_HOME or ~/.local/share/echobase)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def load_stack(home: Path | None) -> Stack:
+    try:
+        return Stack.load(home)
+    except StackConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _layer(env: str, home: Path | None, progress: bool = True) -> DurableLayer:
+    try:
+        check_env(env)
+    except StackConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return DurableLayer(load_stack(home), env)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+@app.command("setup")
+def setup(
+    env: EnvArg = "devlocal",
+    home: HomeOpt = None,
+    repair_credentials: Annotated[
+        bool,
+        typer.Option(help="Set the database user's password from the secrets store."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start (or create) the environment's durable layer. Safe to run again: it changes
+    nothing that is already in place."""
+    layer = _layer(env, home)
+    started = time.monotonic()
+    marks: list[tuple[str, float]] = []
+    with console.status("setting up") as status:
+
+        def progress(step: str) -> None:
+            now = time.monotonic()
+            if marks:
+                console.print(f"  [green]done[/green] {marks[-1][0]} ({now - marks[-1][1]:.1f}s)")
+            marks.append((step, now))
+            status.update(step)
+
+        layer.progress = progress
+        try:
+            layer.setup(repair_credentials=repair_credentials)
+        except DurableError as exc:
+            raise _fail(exc) from None
+        progress("ready")
+    seconds = time.monotonic() - started
+    result = {
+        "env": env,
+        "seconds": round(seconds, 2),
+        "loadBalancer": layer.plan.lb_url,
+        "active": layer.active(),
+        "prometheus": f"{layer.plan.lb_url}/prometheus/",
+        "stateDir": str(layer.stack.home),
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    console.print(
+        f"durable layer [bold]{env}[/bold] ready in {seconds:.1f}s\n"
+        f"  load balancer  {result['loadBalancer']}  (live colour: {result['active']})\n"
+        f"  prometheus     {result['prometheus']}  (basic auth: secret {OBSERVABILITY!r})\n"
+        f"  state          {result['stateDir']}"
+    )
+
+
+@app.command("teardown")
+def teardown(
+    env: EnvArg = "devlocal",
+    home: HomeOpt = None,
+    volumes: Annotated[bool, typer.Option(help="Also delete data, secrets and configs.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --volumes.")] = False,
+    force: Annotated[bool, typer.Option(help="Even while a colour still uses it.")] = False,
+) -> None:
+    """Stop the environment's durable services, keeping all data unless --volumes."""
+    layer = _layer(env, home)
+    if volumes and not yes:
+        typer.confirm(
+            f"Delete every database row, secret and config of {env} under {layer.plan.home}?",
+            abort=True,
+        )
+    layer.progress = lambda step: console.print(f"  {step}")
+    try:
+        layer.teardown(volumes=volumes, force=force)
+    except DurableError as exc:
+        raise _fail(exc) from None
+    kept = "data deleted" if volumes else f"data kept in {layer.plan.home}"
+    console.print(f"durable layer [bold]{env}[/bold] stopped; {kept}")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+@app.command("status")
+def status(env: EnvArg = "devlocal", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Each durable service: state, pid, port, uptime, health and memory."""
+    layer = _layer(env, home)
+    services = layer.status()
+    if as_json:
+        typer.echo(json.dumps({"env": env, "services": [s.as_dict() for s in services]}))
+        return
+    table = Table(title=f"durable layer {env}")
+    for column in ("service", "state", "pid", "port", "uptime", "health", "RSS"):
+        table.add_column(column, justify="right" if column in ("pid", "port", "RSS") else "left")
+    for s in services:
+        health = "[green]healthy[/green]" if s.healthy else "[red]unhealthy[/red]"
+        if s.state != "RUNNING":
+            health = "-"
+        table.add_row(
+            s.name,
+            s.state,
+            str(s.pid or "-"),
+            str(s.port),
+            _duration(s.uptime_seconds),
+            f"{health} {s.detail}".strip(),
+            f"{s.rss_bytes / 2**20:.0f} MiB" if s.rss_bytes else "-",
+        )
+    Console().print(table)
+    total = sum(s.rss_bytes or 0 for s in services)
+    Console().print(f"total RSS {total / 2**20:.0f} MiB")
+    if any(s.state == "RUNNING" and not s.healthy for s in services):
+        raise typer.Exit(1)

@@ -1,0 +1,164 @@
+"""What ``echobase doctor`` checks: the binaries, the ports and the state directory, each
+with how to fix what is wrong."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from echobase.platform.stack import ENVIRONMENTS, Stack
+
+Outcome = Literal["ok", "warn", "fail"]
+
+BINARIES = {
+    "mariadbd": "apt-get install mariadb-server (or: bash scripts/install)",
+    "mariadb-install-db": "apt-get install mariadb-server (or: bash scripts/install)",
+    "nginx": "apt-get install nginx (or: bash scripts/install)",
+    "prometheus": "apt-get install prometheus (or: bash scripts/install)",
+    "supervisord": "pip install supervisor (or: bash scripts/install)",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    outcome: Outcome
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def find_binary(name: str) -> str | None:
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.is_file() and os.access(beside_python, os.X_OK):
+        return str(beside_python)
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+
+
+def check_binaries() -> list[Check]:
+    checks = []
+    for name, fix in BINARIES.items():
+        found = find_binary(name)
+        checks.append(
+            Check(f"binary {name}", "ok", found)
+            if found
+            else Check(f"binary {name}", "fail", "not found", fix)
+        )
+    return checks
+
+
+def port_free(host: str, port: int) -> bool | None:
+    """True free, False taken, None: this user may not bind it (privileged port)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except PermissionError:
+            return None
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(stack: Stack, ours: dict[int, str]) -> list[Check]:
+    """``ours``: ports held by echobase's own running services (not a problem)."""
+    checks = []
+    for owner, key, port in stack.ports.all():
+        name = f"port {port} ({owner} {key})"
+        if port in ours:
+            checks.append(Check(name, "ok", f"in use by {ours[port]}"))
+            continue
+        free = port_free(stack.host, port)
+        if free:
+            checks.append(Check(name, "ok", "free"))
+        elif free is None:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    "privileged port: this user may not listen on it",
+                    "run as root, set ECHOBASE_PORT_OFFSET (e.g. 10000), set the port in "
+                    "echobase.toml, or allow it: sysctl net.ipv4.ip_unprivileged_port_start=80",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    "in use by another program",
+                    "stop that program, or move echobase: ECHOBASE_PORT_OFFSET or echobase.toml",
+                )
+            )
+    return checks
+
+
+def check_state_dir(home: Path) -> list[Check]:
+    if not home.exists():
+        parent = next((p for p in home.parents if p.exists()), Path("/"))
+        if os.access(parent, os.W_OK):
+            return [Check("state directory", "ok", f"{home} will be created")]
+        return [Check("state directory", "fail", f"cannot create {home}", "set ECHOBASE_HOME")]
+    info = home.stat()
+    checks = []
+    if info.st_uid != os.geteuid():
+        checks.append(
+            Check(
+                "state directory owner",
+                "fail",
+                f"{home} belongs to uid {info.st_uid}",
+                f"chown -R {os.geteuid()} {home}, or use another ECHOBASE_HOME",
+            )
+        )
+    if info.st_mode & 0o066:  # search-only (711) lets nginx's workers reach their files
+        checks.append(
+            Check(
+                "state directory permissions",
+                "fail",
+                f"{home} is mode {stat.S_IMODE(info.st_mode):o}",
+                f"chmod 700 {home}",
+            )
+        )
+    exposed = world_readable_files(home)
+    if exposed:
+        checks.append(
+            Check(
+                "state files",
+                "fail",
+                f"{len(exposed)} file(s) readable by others, e.g. {exposed[0]}",
+                f"chmod -R go-rwx {home}",
+            )
+        )
+    if not checks:
+        checks.append(Check("state directory", "ok", f"{home} private to this user"))
+    return checks
+
+
+def world_readable_files(home: Path) -> list[Path]:
+    """Regular files under ``home`` that other users could read."""
+    found = []
+    for root, _dirs, files in os.walk(home):
+        for name in files:
+            path = Path(root) / name
+            try:
+                mode = path.lstat().st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) and mode & 0o044:
+                found.append(path)
+    return found
+
+
+def run_checks(stack: Stack, ours: dict[int, str]) -> list[Check]:
+    return [*check_binaries(), *check_ports(stack, ours), *check_state_dir(stack.home)]
+
+
+__all__ = ["ENVIRONMENTS", "Check", "run_checks"]

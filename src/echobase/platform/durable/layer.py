@@ -1,0 +1,363 @@
+"""Carrying out an environment's durable layer: setup, teardown and status.
+
+Setup is ordered so that nothing is created from a secret the store has not kept: the store
+first, then the secrets, then MariaDB, the schema, the load balancer and Prometheus. Each
+step leaves running what already runs and rewrites only files whose content changed, so a
+second setup changes nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import bcrypt
+import pymysql
+
+from echobase.app.db.migrate import upgrade
+from echobase.platform.durable import credentials, mariadb, nginx, prometheus
+from echobase.platform.durable.credentials import DurableSecrets
+from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.runtime.files import private_dir, write_private_if_changed
+from echobase.platform.runtime.supervisor import Supervisor, SupervisorPaths
+from echobase.platform.stack import COLOURS, Stack
+
+Progress = Callable[[str], None]
+
+
+class DurableError(RuntimeError):
+    """Setup or teardown stopped; the message says what failed and what to do."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    role: str
+    state: str  # supervisor's: RUNNING, STOPPED, FATAL, ... or ABSENT
+    pid: int | None
+    port: int
+    uptime_seconds: float | None
+    healthy: bool
+    detail: str
+    rss_bytes: int | None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def runtime_environment() -> dict[str, str]:
+    """What supervisord (and so every service) inherits: the basics, nothing of the caller's
+    shell, which may hold real cloud credentials or settings meant for something else."""
+    keep = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    return {key: os.environ[key] for key in keep if key in os.environ}
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def attached_env_file(stack: Stack, colour: str) -> Path:
+    """Written by a colour's deploy: which durable environment it talks to."""
+    return stack.ephemeral_dir(colour) / "env"
+
+
+class DurableLayer:
+    def __init__(self, stack: Stack, env: str, progress: Progress = _quiet) -> None:
+        self.plan = DurablePlan(stack, env)
+        self.stack = stack
+        self.env = env
+        self.progress = progress
+        self.supervisor = Supervisor(SupervisorPaths(stack.home), environ=runtime_environment())
+
+    # --- setup ------------------------------------------------------------------------
+
+    def setup(self, repair_credentials: bool = False) -> DurableSecrets:
+        os.umask(0o077)  # whatever this process or its children create stays private
+        private_dir(self.stack.home)
+        private_dir(self.plan.home)
+        self.progress("starting the secrets store")
+        self.start_secrets_store()
+
+        self.progress("reading secrets (generating any that are missing)")
+        server = self.plan.database
+        data_exists = (server.datadir / "mysql").is_dir()
+        try:
+            secrets, _created = credentials.load_or_create(
+                self.plan.secrets_url,
+                self.env,
+                self.stack.host,
+                server.port,
+                data_exists,
+            )
+        except credentials.SecretsStoreError as exc:
+            raise DurableError(str(exc)) from None
+
+        self.progress("initialising MariaDB" if not data_exists else "starting MariaDB")
+        try:
+            mariadb.prepare(server, secrets.encryption_key_hex)
+        except mariadb.MariaDBError as exc:
+            raise DurableError(str(exc)) from None
+        self._run("mariadb", lambda: self._database_answers(server), timeout=120)
+
+        self.progress("applying migrations")
+        self._provision(server, secrets, repair_credentials)
+
+        self.progress("starting the load balancer")
+        self._setup_load_balancer(secrets)
+
+        self.progress("starting Prometheus")
+        self._setup_prometheus()
+        return secrets
+
+    def start_secrets_store(self) -> None:
+        private_dir(self.stack.home)
+        self.supervisor.ensure_running(timeout=30)
+        self._run("secrets", lambda: self._http_answers(f"{self.plan.secrets_url}/moto-api/"))
+
+    def _provision(
+        self, server: mariadb.MariaDBServer, secrets: DurableSecrets, repair: bool
+    ) -> None:
+        app = secrets.database
+        mariadb.bootstrap(server, app, secrets.root_password)
+        if repair:
+            mariadb.run_admin(server, mariadb.repair_statements(app))
+        upgrade(mariadb.admin_url(server, app.dbname))
+        problem = mariadb.verify_app_login(app)
+        if problem is not None:
+            raise DurableError(
+                f"the app user {app.username!r} cannot log in with the credentials stored in "
+                f"{credentials.DATABASE!r} ({problem}). The secrets store is the source of "
+                f"truth: run `echobase durable setup {self.env} --repair-credentials` to set "
+                "the database user's password from it"
+            )
+
+    def _setup_load_balancer(self, secrets: DurableSecrets) -> None:
+        current = nginx.current_active(self.plan.load_balancer(None))
+        spec = self.plan.load_balancer(current)
+        nginx.prepare(spec)
+        if spec.worker_user:
+            # Workers (an unprivileged user) open the htpasswd file per request, so they must
+            # be able to pass through the state directory: search only, never list or read.
+            for directory in (self.stack.home, self.plan.home.parent, self.plan.home):
+                os.chmod(directory, 0o711)  # noqa: S103 - search only, see above
+        private_dir(self.plan.tls_dir)
+        changed = write_private_if_changed(spec.cert_file, secrets.tls_cert_pem)
+        changed |= write_private_if_changed(spec.key_file, secrets.tls_key_pem)
+        if not _htpasswd_matches(
+            spec.htpasswd_file, secrets.observability_user, secrets.observability_password
+        ):
+            line = nginx.htpasswd_line(secrets.observability_user, secrets.observability_password)
+            nginx.install_htpasswd(spec, line)
+        name = self.plan.service("nginx").name
+        running = self._is_running(name)
+        try:
+            nginx.apply_config(spec, reload=lambda: self._reload(name) if running else None)
+        except nginx.LoadBalancerError as exc:
+            raise DurableError(f"nginx config not applied: {exc}") from None
+        if changed and running:
+            self._reload(name)
+        self._run("nginx", self._lb_answers)
+
+    def _setup_prometheus(self) -> None:
+        spec = self.plan.prometheus
+        private_dir(spec.home)
+        private_dir(spec.data_dir)
+        changed = write_private_if_changed(spec.config_file, prometheus.render_config(spec))
+        prometheus.write_targets(spec, "durable", [prometheus.self_target(spec)])
+        name = self.plan.service("prometheus").name
+        if changed and self._is_running(name):
+            self._reload(name)
+        self._run("prometheus", lambda: self._http_answers(spec.ready_url, ok=200), timeout=60)
+
+    # --- running a service ---------------------------------------------------------------
+
+    def _run(self, role: str, healthy: Callable[[], bool], timeout: float = 30) -> None:
+        """Define the program (a no-op when unchanged), start it unless running, wait."""
+        program = self.plan.program(role)
+        self.supervisor.apply([program])
+        if not self._is_running(program.name):
+            try:
+                self.supervisor.start(program.name)
+            except Exception as exc:
+                raise DurableError(self._failure(program.name, str(exc))) from None
+        self._wait(program.name, healthy, timeout)
+
+    def _wait(self, name: str, healthy: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.supervisor.info(name)
+            if info is None or info.state in ("FATAL", "EXITED", "STOPPED"):
+                state = info.state if info else "absent"
+                raise DurableError(self._failure(name, f"{name} is {state}"))
+            if healthy():
+                return
+            time.sleep(0.1)
+        raise DurableError(self._failure(name, f"{name} not healthy after {timeout:.0f}s"))
+
+    def _failure(self, name: str, reason: str) -> str:
+        tail = self.supervisor.tail(name, 2000).strip()
+        return f"{reason}\n--- last lines of {name}'s log ---\n{tail}" if tail else reason
+
+    def _is_running(self, name: str) -> bool:
+        info = self.supervisor.info(name) if self.supervisor.running() else None
+        return info is not None and info.state in ("RUNNING", "STARTING")
+
+    def _reload(self, name: str) -> None:
+        self.supervisor.signal(name, "HUP")
+
+    # --- health probes -------------------------------------------------------------------
+
+    def _http_answers(self, url: str, ok: int = 0, context: ssl.SSLContext | None = None) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+                return ok in (0, response.status)
+        except urllib.error.HTTPError as exc:
+            return ok in (0, exc.code)
+        except OSError:
+            return False
+
+    def _database_answers(self, server: mariadb.MariaDBServer) -> bool:
+        try:
+            mariadb.admin_connection(server).close()
+            return True
+        except pymysql.err.MySQLError:
+            return False
+
+    def _tls_context(self) -> ssl.SSLContext:
+        cert = self.plan.load_balancer(None).cert_file
+        return ssl.create_default_context(cafile=str(cert))
+
+    def _lb_answers(self) -> bool:
+        return self.active() is not None
+
+    def active(self) -> str | None:
+        """The live colour as nginx serves it; None when nginx does not answer."""
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - loopback
+                f"{self.plan.lb_url}/.active-env", timeout=2, context=self._tls_context()
+            ) as response:
+                return response.read().decode().strip()
+        except (OSError, ssl.SSLError):
+            return None
+
+    # --- teardown ---------------------------------------------------------------------
+
+    def attached_colours(self) -> list[str]:
+        """Colours running against this environment."""
+        if not self.supervisor.running():
+            return []
+        running = {
+            info.name
+            for info in self.supervisor.all_info()
+            if info.state in ("RUNNING", "STARTING")
+        }
+        attached = []
+        for colour in COLOURS:
+            marker = attached_env_file(self.stack, colour)
+            env = marker.read_text().strip() if marker.is_file() else None
+            if env == self.env and any(n.startswith(f"echobase-{colour}-") for n in running):
+                attached.append(colour)
+        return attached
+
+    def teardown(self, volumes: bool = False, force: bool = False) -> None:
+        attached = self.attached_colours()
+        if attached and not force:
+            raise DurableError(
+                f"colour(s) {', '.join(attached)} still run against {self.env}: stop them "
+                f"with `echobase down`, or pass --force"
+            )
+        if self.supervisor.running():
+            for service in reversed(self.plan.services):
+                if self.supervisor.info(service.name) is not None:
+                    self.progress(f"stopping {service.name}")
+                    self.supervisor.stop(service.name)
+                    if volumes:
+                        self.supervisor.remove(service.name)
+            if not any(
+                info.state in ("RUNNING", "STARTING", "BACKOFF")
+                for info in self.supervisor.all_info()
+            ):
+                self.progress("stopping supervisord (nothing else runs)")
+                self.supervisor.shutdown(timeout=60)
+        if volumes:
+            self.progress(f"removing {self.plan.home}")
+            shutil.rmtree(self.plan.home, ignore_errors=True)
+            for service in self.plan.services:
+                for log in self.stack.logs_dir.glob(f"{service.name}.log*"):
+                    log.unlink(missing_ok=True)
+
+    # --- status -------------------------------------------------------------------------
+
+    def status(self) -> list[ServiceStatus]:
+        up = self.supervisor.running()
+        result = []
+        for service in self.plan.services:
+            info = self.supervisor.info(service.name) if up else None
+            state = info.state if info else "ABSENT"
+            healthy, detail = False, ""
+            if state == "RUNNING":
+                healthy, detail = self._probe(service.role)
+            pid = info.pid if info and info.pid else None
+            result.append(
+                ServiceStatus(
+                    name=service.name,
+                    role=service.role,
+                    state=state,
+                    pid=pid,
+                    port=service.port,
+                    uptime_seconds=info.uptime if info and pid else None,
+                    healthy=healthy,
+                    detail=detail,
+                    rss_bytes=tree_rss(pid) if pid else None,
+                )
+            )
+        return result
+
+    def _probe(self, role: str) -> tuple[bool, str]:
+        if role == "secrets":
+            return self._http_answers(f"{self.plan.secrets_url}/moto-api/"), ""
+        if role == "mariadb":
+            return self._database_answers(self.plan.database), ""
+        if role == "nginx":
+            active = self.active()
+            return active is not None, f"live colour: {active}" if active else "no answer"
+        ready = self._http_answers(self.plan.prometheus.ready_url, ok=200)
+        return ready, "" if ready else "not ready"
+
+
+def _htpasswd_matches(path: Path, user: str, password: str) -> bool:
+    """A salted hash differs every time: compare by checking, so setup rewrites nothing."""
+    try:
+        stored_user, _, hashed = path.read_text().strip().partition(":")
+    except OSError:
+        return False
+    try:
+        return stored_user == user and bcrypt.checkpw(password.encode(), hashed.encode())
+    except ValueError:
+        return False
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants (nginx's workers, say)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            child, parent = int(stat.parent.name), int(fields[1])
+            rss[child] = int(fields[21]) * 4096  # pages; 4 KiB on every Linux we target
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(child)
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss.get(current, 0)
+        todo.extend(children.get(current, []))
+    return total

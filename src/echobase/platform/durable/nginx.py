@@ -1,0 +1,592 @@
+"""The durable layer's load balancer: nginx in a directory of its own, routing production
+traffic to the live colour.
+
+The rendered config on disk is the only record of which colour is live: the renderer writes
+the colour in exactly one line (``set $echobase_live "<colour>";``), every route that depends
+on it reads that variable, ``GET /.active-env`` answers it, and :func:`read_active` parses it
+back. Rendering and parsing are pure; :func:`apply_config` is the thin step that validates a
+new file with ``nginx -t`` before it replaces the current one.
+
+Ownership when the master runs as root with ``worker_user`` set: the master alone reads the
+config, the certificate and the key (at start and on SIGHUP), so those stay 0600 and owned by
+the current user; workers check Basic auth at request time, so the htpasswd file is 0600 but
+owned by the worker user, and they spill request/response bodies to the temp dirs, so those
+are owned by the worker user too. The home itself is then 0711: workers may pass through it
+to reach those files but can neither list it nor replace the config in it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+from echobase.platform.runtime.files import write_private
+
+COLOURS = ("blue", "green")
+NO_COLOUR = "none"
+
+TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+# Basic auth is verified with crypt() inside an nginx worker, synchronously, on every request
+# (browsers resend the credentials each time), so the cost stalls production traffic sharing
+# that worker. Measured with libxcrypt on the dev box: cost 8 = ~13 ms, 10 = ~51 ms,
+# 12 = ~200 ms. 8 keeps a Prometheus dashboard refresh from adding visible latency to the API
+# while still being a slow hash; the password's own entropy is what protects a leaked file.
+HTPASSWD_BCRYPT_ROUNDS = 8
+
+_LIVE_LINE = re.compile(r"^[ \t]*set[ \t]+\$echobase_live[ \t]+(\S+?)[ \t]*;", re.MULTILINE)
+# What is interpolated into the config must not be able to end a directive or open a block.
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:/@+\-\[\]]+$")
+
+
+class LoadBalancerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadBalancerSpec:
+    env: str  # "devlocal" | "ci"
+    home: Path  # nginx state dir: config, temp dirs, logs, pid
+    host: str  # listen address, "127.0.0.1"
+    http_port: int
+    https_port: int
+    direct_ports: Mapping[str, int]  # colour -> LB port that always goes to that colour
+    upstreams: Mapping[str, int]  # colour -> that colour's API gateway port on host
+    prometheus_port: int
+    cert_file: Path
+    key_file: Path
+    htpasswd_file: Path
+    active: str | None = None  # "blue" | "green" | None (= "none")
+    worker_user: str | None = None  # "user" or "user group"; only when the master is root
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "nginx.conf"
+
+    @property
+    def new_config_path(self) -> Path:
+        return self.home / "nginx.conf.new"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.home / "nginx.conf.lock"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def error_log(self) -> Path:
+        return self.log_dir / "error.log"
+
+    @property
+    def access_log(self) -> Path:
+        return self.log_dir / "access.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "nginx.pid"
+
+    @property
+    def temp_root(self) -> Path:
+        return self.home / "temp"
+
+    def temp_dir(self, kind: str) -> Path:
+        if kind not in TEMP_KINDS:
+            raise ValueError(f"unknown nginx temp kind {kind!r}")
+        return self.temp_root / kind
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{self.host}:{self.https_port}"
+
+
+# --- pure: rendering and parsing ------------------------------------------------------------
+
+
+def active_env_body(active: str | None) -> str:
+    """The exact body of ``GET /.active-env``: the colour (or "none") and a newline."""
+    return f"{active or NO_COLOUR}\n"
+
+
+def parse_active_env(body: str) -> str | None:
+    """Inverse of :func:`active_env_body`, for callers reading the endpoint."""
+    value = body.strip()
+    if value == NO_COLOUR:
+        return None
+    if value not in COLOURS:
+        raise ValueError(f"unexpected /.active-env body {body!r}")
+    return value
+
+
+def read_active(config_text: str) -> str | None:
+    """The live colour recorded in a rendered config; None when no colour is live."""
+    found = _LIVE_LINE.findall(config_text)
+    if len(found) != 1:
+        raise ValueError(f"expected exactly one live-colour line, found {len(found)}")
+    value = found[0].strip('"')
+    if value == NO_COLOUR:
+        return None
+    if value not in COLOURS:
+        raise ValueError(f"unknown live colour {value!r}")
+    return value
+
+
+def render_config(spec: LoadBalancerSpec) -> str:
+    _validate(spec)
+    lines: list[str] = [
+        f"# echobase load balancer ({spec.env}). Rendered by echobase.platform.durable.nginx:",
+        "# do not edit by hand; this file is the record of which colour is live.",
+        "daemon off;  # supervisor owns the process",
+        "worker_processes 2;",
+        f"pid {spec.pid_file};",
+        f"error_log {spec.error_log} warn;",
+        # Old workers finish in-flight requests after a reload, but not forever.
+        "worker_shutdown_timeout 30s;",
+    ]
+    if spec.worker_user:
+        lines.append(f"user {spec.worker_user};")
+    lines += [
+        "",
+        "events {",
+        "    worker_connections 1024;",
+        "}",
+        "",
+        "http {",
+        "    server_tokens off;",
+        "    default_type application/octet-stream;",
+        # Query strings are left out of the log on purpose: they may carry tokens.
+        "    log_format echobase escape=json",
+        f'        \'{{"time":"$time_iso8601","env":"{spec.env}",\'',
+        '        \'"remote":"$remote_addr","method":"$request_method","path":"$uri",\'',
+        '        \'"status":$status,"bytes":$body_bytes_sent,"request_time":$request_time,\'',
+        '        \'"upstream":"$upstream_addr","upstream_status":"$upstream_status",\'',
+        '        \'"upstream_time":"$upstream_response_time",\'',
+        '        \'"served_by":"$sent_http_x_served_by","request_id":"$request_id"}\';',
+        f"    access_log {spec.access_log} echobase;",
+        "",
+    ]
+    lines += [f"    {kind}_temp_path {spec.temp_dir(kind)};" for kind in TEMP_KINDS]
+    lines += [
+        "",
+        "    client_max_body_size 2m;  # the gateway enforces 1 MiB itself, with its own JSON",
+        "    client_header_timeout 10s;",
+        "    client_body_timeout 15s;",
+        "    send_timeout 30s;",
+        "    keepalive_timeout 65s;",
+        "",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        "    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;",
+        "    ssl_prefer_server_ciphers off;",
+        "    ssl_session_cache shared:echobase_tls:10m;",
+        "    ssl_session_timeout 1d;",
+        "    ssl_session_tickets off;",
+        "",
+        # The gateway sends its own versions of these; nginx's are the ones clients must see,
+        # exactly once each.
+        "    proxy_hide_header Strict-Transport-Security;",
+        "    proxy_hide_header X-Content-Type-Options;",
+        "    proxy_hide_header X-Frame-Options;",
+        "    proxy_hide_header Referrer-Policy;",
+        "    proxy_hide_header X-Served-By;",
+        # Without this, nginx's own errors would still come back but so would the API's: only
+        # connection failures and timeouts must turn into the JSON from @unavailable_*.
+        "    proxy_intercept_errors off;",
+        "    proxy_connect_timeout 3s;",
+        "    proxy_send_timeout 30s;",
+        "    proxy_read_timeout 30s;",
+        "",
+        # Basic auth costs a bcrypt per request in the worker: throttle it before it runs.
+        "    limit_req_zone $binary_remote_addr zone=echobase_prometheus:1m rate=10r/s;",
+        "    limit_req_status 429;",
+        "",
+    ]
+    for colour in sorted(spec.upstreams):
+        lines += _upstream(f"echobase_{colour}", spec.host, spec.upstreams[colour])
+    lines += _upstream("echobase_prometheus", "127.0.0.1", spec.prometheus_port)
+    lines += _redirect_server(spec)
+    lines += _https_server(spec)
+    for colour in sorted(spec.direct_ports):
+        lines += _direct_server(spec, colour)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _upstream(name: str, host: str, port: int) -> list[str]:
+    return [
+        f"    upstream {name} {{",
+        f"        server {host}:{port} max_fails=0;",
+        "        keepalive 16;",
+        # Under uvicorn's 5 s keep-alive, so nginx never reuses a connection the server is
+        # closing (that race shows up as a spurious 502).
+        "        keepalive_timeout 4s;",
+        "    }",
+        "",
+    ]
+
+
+def _security_headers(https: bool) -> list[str]:
+    headers = [
+        'add_header X-Content-Type-Options "nosniff" always;',
+        'add_header X-Frame-Options "DENY" always;',
+        'add_header Referrer-Policy "no-referrer" always;',
+    ]
+    if https:
+        # Browsers ignore HSTS over plain http, so it is only sent where it means something.
+        headers.insert(0, 'add_header Strict-Transport-Security "max-age=31536000" always;')
+    return headers
+
+
+def _headers(indent: str, https: bool, served_by: str | None = None) -> list[str]:
+    # Any add_header in a location replaces every inherited one, so each location that adds a
+    # header of its own repeats the security headers.
+    lines = [indent + line for line in _security_headers(https)]
+    if served_by is not None:
+        lines.append(f'{indent}add_header X-Served-By "{served_by}" always;')
+    return lines
+
+
+def _proxy(indent: str, upstream: str, clear_authorization: bool = False) -> list[str]:
+    lines = [
+        f"proxy_pass http://{upstream};",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";  # keep upstream connections alive',
+        "proxy_set_header Host $host;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header X-Forwarded-Host $host;",
+        "proxy_set_header X-Forwarded-Port $server_port;",
+    ]
+    if clear_authorization:
+        # The Basic credentials are nginx's business; the backend never needs to see them.
+        lines.append('proxy_set_header Authorization "";')
+    return [indent + line for line in lines]
+
+
+def _json_error(
+    indent: str, name: str, https: bool, served_by: str | None, message: str
+) -> list[str]:
+    # Status 503 whatever nginx saw (refused, reset, timed out): the backend is not answering.
+    body = (
+        f'{{"error":"{message}","colour":"{served_by}"}}'
+        if served_by
+        else f'{{"error":"{message}"}}'
+    )
+    return [
+        f"{indent}location @{name} {{",
+        f"{indent}    default_type application/json;",
+        *_headers(indent + "    ", https, served_by),
+        f'{indent}    add_header Cache-Control "no-store" always;',
+        f"{indent}    return 503 '{body}\\n';",
+        f"{indent}}}",
+    ]
+
+
+def _redirect_server(spec: LoadBalancerSpec) -> list[str]:
+    port = "" if spec.https_port == 443 else f":{spec.https_port}"
+    return [
+        "    # Plain http: everything moves to https, keeping host, path and query.",
+        "    server {",
+        f"        listen {spec.host}:{spec.http_port};",
+        *_headers("        ", https=False),
+        f"        return 301 https://$host{port}$request_uri;",
+        "    }",
+        "",
+    ]
+
+
+def _https_server(spec: LoadBalancerSpec) -> list[str]:
+    live = spec.active or NO_COLOUR
+    i2, i3 = " " * 8, " " * 12
+    lines = [
+        "    server {",
+        f"        listen {spec.host}:{spec.https_port} ssl http2;",
+        f"        ssl_certificate {spec.cert_file};",
+        f"        ssl_certificate_key {spec.key_file};",
+        "",
+        "        # The live colour. The one place it is written: routing, X-Served-By and",
+        "        # /.active-env all read this variable.",
+        f'        set $echobase_live "{live}";',
+        "",
+        *_headers(i2, https=True),
+        "",
+        "        location = /.active-env {",
+        "            default_type text/plain;",
+        *_headers(i3, https=True),
+        '            add_header Cache-Control "no-store" always;',
+        '            return 200 "$echobase_live\\n";',
+        "        }",
+        "",
+        "        location /prometheus/ {",
+        "            limit_req zone=echobase_prometheus burst=20 nodelay;",
+        f'            auth_basic "echobase {spec.env} prometheus";',
+        f"            auth_basic_user_file {spec.htpasswd_file};",
+        # No URI part on proxy_pass: the /prometheus/ prefix reaches Prometheus intact,
+        # matching its --web.route-prefix.
+        *_proxy(i3, "echobase_prometheus", clear_authorization=True),
+        "            error_page 502 503 504 = @unavailable_prometheus;",
+        "        }",
+        *_json_error(i2, "unavailable_prometheus", True, None, "prometheus is unavailable"),
+        "",
+    ]
+    if spec.active is None:
+        lines += [
+            "        # No colour is live: production routes answer 503 without touching either.",
+            "        location / {",
+            "            default_type application/json;",
+            *_headers(i3, https=True, served_by="none"),
+            '            add_header Cache-Control "no-store" always;',
+            '            return 503 \'{"error":"no colour is live"}\\n\';',
+            "        }",
+        ]
+    else:
+        lines += [
+            "        location / {",
+            # A variable resolves against the upstream blocks above, so the live colour is
+            # still named only once.
+            *_proxy(i3, "echobase_$echobase_live"),
+            *_headers(i3, https=True, served_by="$echobase_live"),
+            "            error_page 502 503 504 = @unavailable_live;",
+            "        }",
+            *_json_error(
+                i2,
+                "unavailable_live",
+                True,
+                "$echobase_live",
+                "$echobase_live is unavailable",
+            ),
+        ]
+    lines += ["    }", ""]
+    return lines
+
+
+def _direct_server(spec: LoadBalancerSpec, colour: str) -> list[str]:
+    i3 = " " * 12
+    return [
+        f"    # Direct to {colour}, live or not: smoke tests before and after a switch.",
+        "    server {",
+        f"        listen {spec.host}:{spec.direct_ports[colour]};",
+        *_headers("        ", https=False),
+        "        location / {",
+        *_proxy(i3, f"echobase_{colour}"),
+        *_headers(i3, https=False, served_by=colour),
+        f"            error_page 502 503 504 = @unavailable_{colour};",
+        "        }",
+        *_json_error(" " * 8, f"unavailable_{colour}", False, colour, f"{colour} is unavailable"),
+        "    }",
+        "",
+    ]
+
+
+def _validate(spec: LoadBalancerSpec) -> None:
+    if spec.active is not None and spec.active not in COLOURS:
+        raise ValueError(f"active must be one of {COLOURS} or None, not {spec.active!r}")
+    for mapping, what in ((spec.upstreams, "upstreams"), (spec.direct_ports, "direct_ports")):
+        unknown = set(mapping) - set(COLOURS)
+        if unknown:
+            raise ValueError(f"{what} has unknown colours {sorted(unknown)}")
+    if spec.active is not None and spec.active not in spec.upstreams:
+        raise ValueError(f"the live colour {spec.active} has no upstream")
+    missing = set(spec.direct_ports) - set(spec.upstreams)
+    if missing:
+        raise ValueError(f"direct ports without an upstream: {sorted(missing)}")
+    ports = [
+        spec.http_port,
+        spec.https_port,
+        spec.prometheus_port,
+        *spec.direct_ports.values(),
+        *spec.upstreams.values(),
+    ]
+    for port in ports:
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"bad port {port!r}")
+    listening = [spec.http_port, spec.https_port, *spec.direct_ports.values()]
+    if len(set(listening)) != len(listening):
+        raise ValueError("the load balancer's listen ports must be distinct")
+    tokens = [spec.env, spec.host, *(spec.worker_user or "").split()]
+    tokens += [str(spec.home), str(spec.cert_file), str(spec.key_file), str(spec.htpasswd_file)]
+    for token in tokens:
+        if not _SAFE_TOKEN.match(token):
+            raise ValueError(f"unsafe value for an nginx config: {token!r}")
+    if spec.worker_user is not None and len(spec.worker_user.split()) not in (1, 2):
+        raise ValueError("worker_user is 'user' or 'user group'")
+    for path in (spec.home, spec.cert_file, spec.key_file, spec.htpasswd_file):
+        if not path.is_absolute():
+            raise ValueError(f"{path} must be absolute")
+
+
+def htpasswd_line(username: str, password: str, rounds: int = HTPASSWD_BCRYPT_ROUNDS) -> str:
+    """``user:$2b$...`` for auth_basic_user_file; Debian's nginx verifies it with libxcrypt."""
+    if not username or any(c in username for c in ":\r\n\0") or username != username.strip():
+        raise ValueError("htpasswd user names cannot be empty or contain ':' or line breaks")
+    secret = password.encode()
+    if not secret or b"\0" in secret or b"\n" in secret:
+        raise ValueError("the password must be non-empty, without NUL or line breaks")
+    if len(secret) > 72:
+        # crypt() would silently compare only the first 72 bytes.
+        raise ValueError("bcrypt passwords are limited to 72 bytes")
+    hashed = bcrypt.hashpw(secret, bcrypt.gensalt(rounds, prefix=b"2b")).decode()
+    return f"{username}:{hashed}\n"
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/bin")
+    if not found:
+        raise LoadBalancerError("nginx not found: install Debian's nginx")
+    return found
+
+
+def server_command(spec: LoadBalancerSpec) -> list[str]:
+    return [
+        nginx_binary(),
+        "-p",
+        f"{spec.home}/",
+        "-c",
+        str(spec.config_path),
+        "-e",
+        str(spec.error_log),
+    ]
+
+
+def check_command(spec: LoadBalancerSpec, config_path: Path) -> list[str]:
+    return [
+        nginx_binary(),
+        "-t",
+        "-q",
+        "-p",
+        f"{spec.home}/",
+        "-c",
+        str(config_path),
+        "-e",
+        str(spec.error_log),
+    ]
+
+
+# --- thin: files on disk --------------------------------------------------------------------
+
+
+def _worker_identity(spec: LoadBalancerSpec) -> tuple[str, str | None] | None:
+    if not spec.worker_user:
+        return None
+    user, _, group = spec.worker_user.partition(" ")
+    return user, group.strip() or None
+
+
+def prepare(spec: LoadBalancerSpec) -> None:
+    """Create the home, log and temp dirs; nothing else."""
+    worker = _worker_identity(spec)
+    # Workers must pass through the home to reach the temp dirs and the htpasswd file.
+    _mkdir(spec.home, 0o711 if worker else 0o700)
+    _mkdir(spec.log_dir, 0o700)  # the master opens the logs and hands workers the fds
+    _mkdir(spec.temp_root, 0o711 if worker else 0o700)
+    for kind in TEMP_KINDS:
+        path = spec.temp_dir(kind)
+        _mkdir(path, 0o700)
+        if worker:
+            shutil.chown(path, user=worker[0], group=worker[1])
+
+
+def _mkdir(path: Path, mode: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode)  # mkdir's mode is filtered by the umask and ignored for existing dirs
+
+
+def install_htpasswd(spec: LoadBalancerSpec, line: str) -> None:
+    """Write the htpasswd file 0600, owned by the worker user when workers drop privileges."""
+    write_private(spec.htpasswd_file, line if line.endswith("\n") else line + "\n")
+    worker = _worker_identity(spec)
+    if worker:
+        shutil.chown(spec.htpasswd_file, user=worker[0], group=worker[1])
+
+
+def install_certificate(spec: LoadBalancerSpec, cert_pem: str, key_pem: str) -> None:
+    """Certificate and key, 0600 and owned by the current user: only the master reads them."""
+    write_private(spec.cert_file, cert_pem)
+    write_private(spec.key_file, key_pem)
+
+
+def current_active(spec: LoadBalancerSpec) -> str | None:
+    try:
+        text = spec.config_path.read_text()
+    except FileNotFoundError:
+        return None
+    return read_active(text)
+
+
+def apply_config(spec: LoadBalancerSpec, reload: Callable[[], None]) -> None:
+    apply_text(spec, render_config(spec), reload)
+
+
+def apply_text(spec: LoadBalancerSpec, text: str, reload: Callable[[], None]) -> None:
+    """Make ``text`` the config nginx runs, or raise and leave the current one alone.
+
+    The new file is written, fsynced and checked with ``nginx -t`` beside the current one and
+    only then renamed over it, so a crash or a bad config never leaves a half-written or
+    invalid record of the live colour. ``reload`` is called only when the file changed, after
+    the rename: if it raises, the file already names the new colour and a repeated apply is a
+    no-op, so the caller must retry the reload itself (nginx also reads the file on start).
+    """
+    try:
+        read_active(text)
+    except ValueError as exc:
+        raise LoadBalancerError(f"refusing a config without a clear live colour: {exc}") from exc
+    with _locked(spec):
+        try:
+            if spec.config_path.read_text() == text:
+                return
+        except FileNotFoundError:
+            pass
+        new = spec.new_config_path
+        write_private(new, text)
+        try:
+            _fsync_file(new)
+            result = subprocess.run(
+                check_command(spec, new), capture_output=True, text=True, timeout=60, check=False
+            )
+            if result.returncode != 0:
+                message = (result.stderr + result.stdout).strip()
+                raise LoadBalancerError(f"nginx rejected the new config: {message}")
+            os.replace(new, spec.config_path)
+        finally:
+            new.unlink(missing_ok=True)
+        _fsync_dir(spec.home)
+    reload()
+
+
+@contextmanager
+def _locked(spec: LoadBalancerSpec) -> Iterator[None]:
+    # Two switches racing would otherwise share nginx.conf.new.
+    spec.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(spec.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,123 @@
+"""Prometheus of an environment: its config and scrape targets, rendered by pure functions.
+
+Targets come from file-based service discovery: the platform rewrites one JSON file per
+owner (the durable layer, each colour) as services come and go, and Prometheus picks the
+change up by itself; no reload, no restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from echobase.platform.runtime.files import write_private
+
+ROUTE_PREFIX = "/prometheus"
+
+
+@dataclass(frozen=True)
+class PrometheusSpec:
+    env: str
+    home: Path
+    host: str
+    port: int
+    external_url: str  # as users reach it: through the LB
+    scrape_interval_seconds: int = 15
+    retention: str = "7d"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "prometheus.yml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def targets_dir(self) -> Path:
+        return self.home / "targets"
+
+    @property
+    def ready_url(self) -> str:
+        return f"http://{self.host}:{self.port}{ROUTE_PREFIX}/-/ready"
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    address: str  # host:port
+    metrics_path: str
+    labels: Mapping[str, str]
+
+
+def render_config(spec: PrometheusSpec) -> str:
+    """JSON is YAML, and json.dumps quotes every path correctly."""
+    config = {
+        "global": {
+            "scrape_interval": f"{spec.scrape_interval_seconds}s",
+            "evaluation_interval": f"{spec.scrape_interval_seconds}s",
+            "external_labels": {"env": spec.env},
+        },
+        "scrape_configs": [
+            {
+                "job_name": "echobase",
+                "file_sd_configs": [
+                    {"files": [str(spec.targets_dir / "*.json")], "refresh_interval": "5s"}
+                ],
+            }
+        ],
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def render_targets(targets: Sequence[ScrapeTarget]) -> str:
+    """A file_sd file; ``__metrics_path__`` lets each target keep its own path."""
+    groups = [
+        {
+            "targets": [target.address],
+            "labels": {"__metrics_path__": target.metrics_path, **target.labels},
+        }
+        for target in targets
+    ]
+    return json.dumps(groups, indent=2) + "\n"
+
+
+def self_target(spec: PrometheusSpec) -> ScrapeTarget:
+    return ScrapeTarget(
+        f"{spec.host}:{spec.port}",
+        f"{ROUTE_PREFIX}/metrics",
+        {"env": spec.env, "layer": "durable", "service": "prometheus"},
+    )
+
+
+def server_command(spec: PrometheusSpec) -> list[str]:
+    binary = shutil.which("prometheus") or shutil.which("prometheus", path="/usr/bin:/usr/sbin")
+    if not binary:
+        raise FileNotFoundError("prometheus not found: install Debian's prometheus")
+    return [
+        binary,
+        f"--config.file={spec.config_file}",
+        f"--storage.tsdb.path={spec.data_dir}",
+        f"--storage.tsdb.retention.time={spec.retention}",
+        f"--web.listen-address={spec.host}:{spec.port}",
+        f"--web.external-url={spec.external_url}",
+        f"--web.route-prefix={ROUTE_PREFIX}",
+    ]
+
+
+def write_targets(spec: PrometheusSpec, owner: str, targets: Sequence[ScrapeTarget]) -> None:
+    """Atomic: Prometheus watches the directory and must never read half a file."""
+    spec.targets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = spec.targets_dir / f"{owner}.json"
+    text = render_targets(targets)
+    if path.is_file() and path.read_text() == text:
+        return
+    scratch = path.with_suffix(".json.tmp")
+    write_private(scratch, text)
+    os.replace(scratch, path)
+
+
+def remove_targets(spec: PrometheusSpec, owner: str) -> None:
+    (spec.targets_dir / f"{owner}.json").unlink(missing_ok=True)

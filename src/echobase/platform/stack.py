@@ -1,0 +1,228 @@
+"""The one description of an echobase system on a machine: its environments, colours,
+services, ports and state directory. Every renderer (supervisor programs, nginx, Prometheus
+targets) and every command reads ports and names from here, so none is written twice.
+
+Ports resolve in three steps: the defaults below, plus ``ECHOBASE_PORT_OFFSET`` (so a second
+system fits beside the first), then single ports set in ``echobase.toml`` (used as written).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Layer = Literal["durable", "ephemeral"]
+
+ENVIRONMENTS = ("devlocal", "ci")
+COLOURS = ("blue", "green")
+DURABLE_SERVICES = ("secrets", "mariadb", "nginx", "prometheus")
+CONFIG_FILE = "echobase.toml"
+HOST = "127.0.0.1"
+
+# The seed's table. Prometheus is reached through the LB; its own port stays on loopback.
+DEFAULT_DURABLE_PORTS: Mapping[str, Mapping[str, int]] = {
+    "devlocal": {
+        "mariadb": 3306,
+        "secrets": 4566,
+        "lb_http": 80,
+        "lb_https": 443,
+        "lb_blue": 8080,
+        "lb_green": 8081,
+        "prometheus": 9090,
+    },
+    "ci": {
+        "mariadb": 3307,
+        "secrets": 4567,
+        "lb_http": 180,
+        "lb_https": 1443,
+        "lb_blue": 8180,
+        "lb_green": 8181,
+        "prometheus": 9190,
+    },
+}
+DEFAULT_COLOUR_PORTS: Mapping[str, Mapping[str, int]] = {
+    "blue": {"gateway": 3102, "sqs": 4667, "processor": 3202},
+    "green": {"gateway": 3101, "sqs": 4666, "processor": 3201},
+}
+
+
+class StackConfigError(ValueError):
+    """A bad ``echobase.toml``, offset or name; the message says which and where."""
+
+
+def default_home() -> Path:
+    root = os.environ.get("ECHOBASE_HOME") or Path.home() / ".local" / "share" / "echobase"
+    return Path(root).expanduser().resolve()
+
+
+def check_env(env: str) -> str:
+    if env not in ENVIRONMENTS:
+        raise StackConfigError(f"unknown environment {env!r}: choose one of {ENVIRONMENTS}")
+    return env
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Resolved ports of one system: per environment and per colour."""
+
+    durable: Mapping[str, Mapping[str, int]]
+    colours: Mapping[str, Mapping[str, int]]
+
+    def of(self, owner: str) -> Mapping[str, int]:
+        table = self.durable if owner in ENVIRONMENTS else self.colours
+        if owner not in table:
+            raise StackConfigError(f"unknown environment or colour {owner!r}")
+        return table[owner]
+
+    def all(self) -> Iterator[tuple[str, str, int]]:
+        for table in (self.durable, self.colours):
+            for owner, ports in table.items():
+                for key, port in ports.items():
+                    yield owner, key, port
+
+
+def resolve_ports(
+    offset: int = 0, overrides: Mapping[str, Mapping[str, int]] | None = None
+) -> Ports:
+    """Defaults + offset, then overrides as written. Pure; validates ranges and clashes."""
+    overrides = overrides or {}
+    tables: dict[str, dict[str, dict[str, int]]] = {"durable": {}, "colours": {}}
+    for kind, defaults in (("durable", DEFAULT_DURABLE_PORTS), ("colours", DEFAULT_COLOUR_PORTS)):
+        for owner, ports in defaults.items():
+            resolved = {key: port + offset for key, port in ports.items()}
+            for key, port in overrides.get(owner, {}).items():
+                if key not in ports:
+                    raise StackConfigError(
+                        f"[ports.{owner}] has no port {key!r}: known are {sorted(ports)}"
+                    )
+                resolved[key] = port
+            tables[kind][owner] = resolved
+    unknown = set(overrides) - set(DEFAULT_DURABLE_PORTS) - set(DEFAULT_COLOUR_PORTS)
+    if unknown:
+        raise StackConfigError(f"[ports] sections must be environments or colours, not {unknown}")
+    ports = Ports(tables["durable"], tables["colours"])
+    seen: dict[int, str] = {}
+    for owner, key, port in ports.all():
+        if not 1 <= port <= 65535:
+            raise StackConfigError(f"port {owner}.{key} = {port} is outside 1-65535")
+        if port in seen:
+            raise StackConfigError(f"port {port} is given to both {seen[port]} and {owner}.{key}")
+        seen[port] = f"{owner}.{key}"
+    return ports
+
+
+def read_config_files(paths: list[Path]) -> tuple[int | None, dict[str, dict[str, int]]]:
+    """Merge the ``echobase.toml`` files in order (later wins)."""
+    offset: int | None = None
+    merged: dict[str, dict[str, int]] = {}
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise StackConfigError(f"{path}: {exc}") from None
+        extra = set(data) - {"port_offset", "ports"}
+        if extra:
+            raise StackConfigError(f"{path}: unknown settings {sorted(extra)}")
+        if "port_offset" in data:
+            offset = _integer(data["port_offset"], f"{path}: port_offset")
+        for owner, table in data.get("ports", {}).items():
+            if not isinstance(table, dict):
+                raise StackConfigError(f"{path}: [ports.{owner}] must be a table")
+            for key, port in table.items():
+                merged.setdefault(owner, {})[key] = _integer(port, f"{path}: ports.{owner}.{key}")
+    return offset, merged
+
+
+def _integer(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StackConfigError(f"{where} must be an integer")
+    return value
+
+
+@dataclass(frozen=True)
+class Service:
+    """One supervised process: which layer, whose (environment or colour), what it does."""
+
+    layer: Layer
+    owner: str  # "devlocal" | "ci" for durable, "blue" | "green" for ephemeral
+    role: str  # "mariadb", "secrets", "nginx", "prometheus", "api-gateway", ...
+    port: int  # the one its health check uses
+    other_ports: tuple[int, ...] = ()
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.port, *self.other_ports)
+
+    @property
+    def name(self) -> str:
+        if self.layer == "durable":
+            return f"echobase-{self.owner}-durable-{self.role}"
+        return f"echobase-{self.owner}-{self.role}"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A whole system: a state directory and its ports."""
+
+    home: Path
+    ports: Ports
+    host: str = HOST
+
+    @classmethod
+    def load(
+        cls, home: Path | None = None, offset: int | None = None, cwd: Path | None = None
+    ) -> Stack:
+        """The system of ``home``: ``./echobase.toml``, then the state directory's own file
+        (one system's settings win over a project's), then the environment's offset."""
+        home = (home or default_home()).expanduser().resolve()
+        file_offset, overrides = read_config_files(
+            [(cwd or Path.cwd()) / CONFIG_FILE, home / CONFIG_FILE]
+        )
+        if offset is None:
+            raw = os.environ.get("ECHOBASE_PORT_OFFSET", "").strip()
+            try:
+                offset = int(raw) if raw else file_offset or 0
+            except ValueError:
+                raise StackConfigError("ECHOBASE_PORT_OFFSET must be an integer") from None
+        return cls(home, resolve_ports(offset, overrides))
+
+    # --- state directory --------------------------------------------------------------
+
+    def durable_dir(self, env: str) -> Path:
+        return self.home / "durable" / check_env(env)
+
+    def ephemeral_dir(self, colour: str) -> Path:
+        return self.home / "ephemeral" / colour
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    # --- services -------------------------------------------------------------------
+
+    def durable_services(self, env: str) -> list[Service]:
+        """In start order; teardown stops them in reverse."""
+        ports = self.ports.of(check_env(env))
+        port_of = {
+            "secrets": ports["secrets"],
+            "mariadb": ports["mariadb"],
+            "nginx": ports["lb_https"],
+            "prometheus": ports["prometheus"],
+        }
+        others = {"nginx": (ports["lb_http"], ports["lb_blue"], ports["lb_green"])}
+        return [
+            Service("durable", env, role, port_of[role], others.get(role, ()))
+            for role in DURABLE_SERVICES
+        ]
+
+    def durable_service(self, env: str, role: str) -> Service:
+        return next(s for s in self.durable_services(env) if s.role == role)
+
+    def url(self, port: int, scheme: str = "http") -> str:
+        return f"{scheme}://{self.host}:{port}"

@@ -1,0 +1,141 @@
+"""A whole echobase system in a temporary state directory on free ports, driven through the
+real CLI: used by the durable-layer tests (and later the blue-green ones)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from echobase.platform.durable import credentials
+from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.runtime.processes import free_port
+from echobase.platform.stack import (
+    DEFAULT_COLOUR_PORTS,
+    DEFAULT_DURABLE_PORTS,
+    ENVIRONMENTS,
+    Stack,
+)
+
+ECHOBASE = str(Path(sys.executable).parent / "echobase")
+SECRET_NAMES = (
+    credentials.DATABASE,
+    credentials.DATABASE_ROOT,
+    credentials.ENCRYPTION_KEY,
+    credentials.JWT,
+    credentials.TLS,
+    credentials.OBSERVABILITY,
+)
+
+
+def free_port_table() -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = {}
+    for defaults in (DEFAULT_DURABLE_PORTS, DEFAULT_COLOUR_PORTS):
+        for owner, ports in defaults.items():
+            table[owner] = {key: free_port() for key in ports}
+    return table
+
+
+def render_toml(table: dict[str, dict[str, int]]) -> str:
+    lines = []
+    for owner, ports in table.items():
+        lines.append(f"[ports.{owner}]")
+        lines += [f"{key} = {port}" for key, port in ports.items()]
+    return "\n".join(lines) + "\n"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class DurableSystem:
+    home: Path
+    ports: dict[str, dict[str, int]]
+
+    @classmethod
+    def create(cls) -> DurableSystem:
+        # Short: unix socket paths (supervisor, MariaDB) must stay under 108 bytes.
+        home = Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp"))
+        ports = free_port_table()
+        (home / "echobase.toml").write_text(render_toml(ports))
+        (home / "echobase.toml").chmod(0o600)
+        return cls(home, ports)
+
+    @property
+    def stack(self) -> Stack:
+        return Stack.load(self.home, offset=0, cwd=self.home)
+
+    def plan(self, env: str) -> DurablePlan:
+        return DurablePlan(self.stack, env)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOBASE_")}
+        env["ECHOBASE_HOME"] = str(self.home)
+        env["COLUMNS"] = "200"  # rich tables unwrapped, so tests can read them
+        env["_TYPER_STANDARD_TRACEBACK"] = "1"
+        return env
+
+    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ECHOBASE, *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            cwd=self.home,
+            timeout=timeout,
+            check=False,
+        )
+
+    def ok(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        result = self.cli(*args, timeout=timeout)
+        assert result.returncode == 0, f"{args}: {result.returncode}\n{result.stderr[-4000:]}"
+        return result
+
+    def status(self, env: str) -> dict[str, dict[str, Any]]:
+        result = self.cli("durable", "status", env, "--json")
+        assert result.returncode in (0, 1), result.stderr
+        return {s["role"]: s for s in json.loads(result.stdout)["services"]}
+
+    def secrets_client(self, env: str) -> Any:
+        return credentials.aws_client("secretsmanager", self.plan(env).secrets_url)
+
+    def secret(self, env: str, name: str) -> str:
+        return str(self.secrets_client(env).get_secret_value(SecretId=name)["SecretString"])
+
+    def secret_values(self, env: str) -> dict[str, str]:
+        return {name: self.secret(env, name) for name in SECRET_NAMES}
+
+    def supervisord_pid(self) -> int | None:
+        pidfile = self.home / "supervisor" / "supervisord.pid"
+        try:
+            return int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def destroy(self) -> None:
+        """Stop everything this system started (by pid), then delete its directory."""
+        for env in ENVIRONMENTS:
+            self.cli("durable", "teardown", env, "--force", timeout=300)
+        pid = self.supervisord_pid()
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.home, ignore_errors=True)

@@ -1,0 +1,507 @@
+"""The load balancer for real: Debian's nginx, a self-signed certificate, and tiny HTTP servers
+standing in for the blue and green gateways and for Prometheus."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import ipaddress
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from echobase.platform.durable.nginx import (
+    LoadBalancerError,
+    LoadBalancerSpec,
+    apply_config,
+    apply_text,
+    current_active,
+    htpasswd_line,
+    install_certificate,
+    install_htpasswd,
+    prepare,
+    read_active,
+    render_config,
+    server_command,
+)
+from echobase.platform.runtime.processes import spawn, terminate, wait_http
+
+SECURITY_HEADERS = {
+    "strict-transport-security": "max-age=31536000",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+PROM_USER = "prometheus-admin"
+
+
+# --- stand-ins for the gateways and Prometheus ------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # so nginx can keep connections to us alive
+    server: _StandIn
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        # The real gateway sends its own security headers; nginx's must win, once.
+        self.send_header("X-Frame-Options", "SAMEORIGIN")
+        self.send_header("X-Served-By", "spoofed-by-upstream")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self, body: bytes = b"") -> None:
+        name = self.server.name
+        if self.path.endswith("/missing"):
+            self._answer(404, {"detail": "Not Found", "from": name})
+            return
+        if self.path.endswith("/overloaded"):
+            self._answer(503, {"detail": "busy", "from": name})
+            return
+        self._answer(
+            200,
+            {
+                "colour": name,
+                "path": self.path,
+                "version": self.request_version,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body_length": len(body),
+            },
+        )
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+
+class _StandIn(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, name: str, port: int) -> None:
+        self.name = name
+        self.connections: set[socket.socket] = set()
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.connections.discard(request)
+        super().shutdown_request(request)
+
+
+class Upstream:
+    """A colour's gateway that can go down (including its kept-alive connections) and return."""
+
+    def __init__(self, name: str, port: int) -> None:
+        self.name = name
+        self.port = port
+        self._server: _StandIn | None = None
+
+    def start(self) -> None:
+        self._server = _StandIn(self.name, self.port)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        for conn in list(server.connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+# --- the load balancer under test --------------------------------------------------------------
+
+
+def _self_signed(host: str) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "echobase test LB")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+def _worker_user() -> str | None:
+    if os.geteuid() != 0:
+        return None  # nginx only switches users when started as root
+    try:
+        pwd.getpwnam("www-data")
+        return "www-data"
+    except KeyError:
+        return "nobody nogroup"
+
+
+@dataclasses.dataclass
+class LB:
+    spec: LoadBalancerSpec
+    process: subprocess.Popen[bytes]
+    client: httpx.Client
+    password: str
+    upstreams: dict[str, Upstream]
+    prometheus: Upstream
+    reloads: int = 0
+
+    @property
+    def https(self) -> str:
+        return f"https://127.0.0.1:{self.spec.https_port}"
+
+    def direct(self, colour: str) -> str:
+        return f"http://127.0.0.1:{self.spec.direct_ports[colour]}"
+
+    def reload(self) -> None:
+        self.reloads += 1
+        os.kill(self.process.pid, signal.SIGHUP)
+
+    def switch(self, colour: str | None) -> None:
+        self.spec = dataclasses.replace(self.spec, active=colour)
+        apply_config(self.spec, self.reload)
+        assert current_active(self.spec) == colour
+        # SIGHUP is asynchronous: new workers take over a moment later.
+        expected = f"{colour or 'none'}\n"
+        deadline = time.monotonic() + 10
+        while self._active_env() != expected:
+            assert time.monotonic() < deadline, "nginx did not pick up the new config"
+            time.sleep(0.05)
+
+    def _active_env(self) -> str | None:
+        try:
+            return self.client.get(self.https + "/.active-env").text
+        except httpx.RemoteProtocolError:
+            # An old worker closes its idle keep-alive connections when it hands over; a
+            # request racing that close sees a disconnect and, being idempotent, is retried.
+            return None
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    # Held open together so that no two of them can be the same port.
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def lb() -> Iterator[LB]:
+    home = Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp"))
+    ports = _distinct_free_ports(7)
+    upstreams = {"blue": Upstream("blue", ports[0]), "green": Upstream("green", ports[1])}
+    prometheus = Upstream("prometheus", ports[2])
+    spec = LoadBalancerSpec(
+        env="ci",
+        home=home,
+        host="127.0.0.1",
+        http_port=ports[3],
+        https_port=ports[4],
+        direct_ports={"blue": ports[5], "green": ports[6]},
+        upstreams={colour: up.port for colour, up in upstreams.items()},
+        prometheus_port=prometheus.port,
+        cert_file=home / "tls.crt",
+        key_file=home / "tls.key",
+        htpasswd_file=home / "htpasswd",
+        worker_user=_worker_user(),
+    )
+    password = secrets.token_urlsafe(24)
+    process: subprocess.Popen[bytes] | None = None
+    client: httpx.Client | None = None
+    try:
+        for up in (*upstreams.values(), prometheus):
+            up.start()
+        prepare(spec)
+        cert_pem, key_pem = _self_signed("127.0.0.1")
+        install_certificate(spec, cert_pem, key_pem)
+        install_htpasswd(spec, htpasswd_line(PROM_USER, password))
+        apply_config(spec, reload=lambda: None)  # nothing runs yet: the first start reads it
+        process = spawn(server_command(spec), home / "logs" / "stdout.log")
+        try:
+            wait_http(f"http://127.0.0.1:{spec.direct_ports['blue']}/health", 15, process)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(
+                f"nginx did not start: {spec.error_log.read_text()[-2000:]}"
+            ) from exc
+        tls = ssl.create_default_context(cadata=cert_pem)
+        client = httpx.Client(verify=tls, timeout=10, follow_redirects=False)
+        yield LB(spec, process, client, password, upstreams, prometheus)
+    finally:
+        if client is not None:
+            client.close()
+        if process is not None:
+            terminate(process)
+        for up in (*upstreams.values(), prometheus):
+            up.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _assert_security_headers(response: httpx.Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get_list(name) == [value], (name, response.headers)
+    assert "nginx/" not in response.headers.get("server", "")
+
+
+# --- the scenarios -----------------------------------------------------------------------------
+
+
+def test_no_colour_live_at_first(lb: LB) -> None:
+    assert current_active(lb.spec) is None
+    response = lb.client.get(lb.https + "/.active-env")
+    assert response.status_code == 200
+    assert response.text == "none\n"
+    assert response.headers["content-type"] == "text/plain"
+    assert response.headers["cache-control"] == "no-store"
+    for path in ("/", "/api/x", "/health"):
+        response = lb.client.get(lb.https + path)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == {"error": "no colour is live"}
+        assert response.headers["x-served-by"] == "none"
+        _assert_security_headers(response)
+
+
+def test_http_redirects_to_https_keeping_host_path_and_query(lb: LB) -> None:
+    url = f"http://127.0.0.1:{lb.spec.http_port}/api/orders?page=2&size=10"
+    response = httpx.get(url, follow_redirects=False)
+    assert response.status_code == 301
+    expected = f"https://127.0.0.1:{lb.spec.https_port}/api/orders?page=2&size=10"
+    assert response.headers["location"] == expected
+    named = httpx.get(url, headers={"Host": "shop.example:8080"})
+    assert named.headers["location"].startswith(f"https://shop.example:{lb.spec.https_port}/api/")
+
+
+def test_switching_colours_moves_live_traffic(lb: LB) -> None:
+    for colour in ("blue", "green", "blue"):
+        lb.switch(colour)
+        assert read_active(lb.spec.config_path.read_text()) == colour
+        response = lb.client.get(lb.https + "/api/x?q=1")
+        assert response.status_code == 200
+        assert response.headers.get_list("x-served-by") == [colour]
+        seen = response.json()
+        assert seen["colour"] == colour
+        assert seen["path"] == "/api/x?q=1"
+        assert seen["version"] == "HTTP/1.1"  # upstream keepalive needs 1.1
+        assert seen["headers"]["x-forwarded-proto"] == "https"
+        assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
+        assert seen["headers"]["host"] == "127.0.0.1"
+        _assert_security_headers(response)
+        assert lb.client.get(lb.https + "/health").json()["colour"] == colour
+
+
+def test_direct_ports_reach_each_colour_whichever_is_live(lb: LB) -> None:
+    for live in ("green", "blue"):
+        lb.switch(live)
+        for colour in ("blue", "green"):
+            response = httpx.get(lb.direct(colour) + "/api/ping")
+            assert response.status_code == 200
+            assert response.json()["colour"] == colour
+            assert response.headers.get_list("x-served-by") == [colour]
+            assert response.json()["headers"]["x-forwarded-proto"] == "http"
+
+
+def test_a_colour_that_is_down_answers_json_not_html(lb: LB) -> None:
+    lb.switch("green")
+    green = lb.upstreams["green"]
+    green.stop()
+    try:
+        response = httpx.get(lb.direct("green") + "/api/ping")
+        assert response.status_code in (502, 503)
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == {"error": "green is unavailable", "colour": "green"}
+        assert response.headers["x-served-by"] == "green"
+
+        live = lb.client.get(lb.https + "/api/orders")
+        assert live.status_code == 503
+        assert live.json() == {"error": "green is unavailable", "colour": "green"}
+        assert live.headers["x-served-by"] == "green"
+        _assert_security_headers(live)
+
+        # The other colour is untouched.
+        assert httpx.get(lb.direct("blue") + "/api/ping").json()["colour"] == "blue"
+    finally:
+        green.start()
+    assert lb.client.get(lb.https + "/api/orders").json()["colour"] == "green"
+
+
+def test_the_apis_own_errors_pass_through_untouched(lb: LB) -> None:
+    lb.switch("blue")
+    for base in (lb.https, lb.direct("blue")):
+        missing = (lb.client if base == lb.https else httpx).get(base + "/api/missing")
+        assert missing.status_code == 404
+        assert missing.json() == {"detail": "Not Found", "from": "blue"}
+        overloaded = (lb.client if base == lb.https else httpx).get(base + "/api/overloaded")
+        assert overloaded.status_code == 503
+        assert overloaded.json() == {"detail": "busy", "from": "blue"}
+
+
+def test_prometheus_needs_the_right_credentials(lb: LB) -> None:
+    url = lb.https + "/prometheus/api/v1/query?query=up"
+    anonymous = lb.client.get(url)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Basic ")
+    _assert_security_headers(anonymous)
+    assert lb.client.get(url, auth=(PROM_USER, "wrong")).status_code == 401
+    assert lb.client.get(url, auth=("nobody-else", lb.password)).status_code == 401
+
+    allowed = lb.client.get(url, auth=(PROM_USER, lb.password))
+    assert allowed.status_code == 200
+    seen = allowed.json()
+    assert seen["colour"] == "prometheus"
+    assert seen["path"] == "/prometheus/api/v1/query?query=up"  # the route prefix survives
+    assert "authorization" not in seen["headers"]
+    _assert_security_headers(allowed)
+
+
+def test_prometheus_down_is_json_too(lb: LB) -> None:
+    lb.prometheus.stop()
+    try:
+        response = lb.client.get(lb.https + "/prometheus/graph", auth=(PROM_USER, lb.password))
+        assert response.status_code == 503
+        assert response.json() == {"error": "prometheus is unavailable"}
+        _assert_security_headers(response)
+    finally:
+        lb.prometheus.start()
+
+
+def test_bodies_up_to_the_limit_go_through_the_temp_dirs(lb: LB) -> None:
+    lb.switch("blue")
+    big = b"x" * (1536 * 1024)  # over nginx's in-memory buffer: written to client_body_temp
+    response = lb.client.post(lb.https + "/api/orders", content=big)
+    assert response.status_code == 200, response.text
+    assert response.json()["body_length"] == len(big)
+    too_big = lb.client.post(lb.https + "/api/orders", content=b"x" * (3 * 1024 * 1024))
+    assert too_big.status_code == 413
+    _assert_security_headers(too_big)
+
+
+def test_a_broken_config_is_never_applied(lb: LB) -> None:
+    lb.switch("blue")
+    before = lb.spec.config_path.read_bytes()
+    reloads = lb.reloads
+    broken = render_config(dataclasses.replace(lb.spec, active="green"))
+    broken += "echobase_no_such_directive on;\n"
+    with pytest.raises(LoadBalancerError, match='unknown directive "echobase_no_such_directive"'):
+        apply_text(lb.spec, broken, lb.reload)
+    assert lb.spec.config_path.read_bytes() == before
+    assert not lb.spec.new_config_path.exists()
+    assert lb.reloads == reloads
+    assert current_active(lb.spec) == "blue"
+    response = lb.client.get(lb.https + "/api/x")
+    assert response.status_code == 200 and response.json()["colour"] == "blue"
+
+    # A text without exactly one live colour is refused before nginx is even asked.
+    with pytest.raises(LoadBalancerError):
+        apply_text(lb.spec, before.decode() + before.decode(), lb.reload)
+    assert lb.spec.config_path.read_bytes() == before
+
+
+def test_applying_the_same_config_does_not_reload(lb: LB) -> None:
+    lb.switch("green")
+    reloads = lb.reloads
+    stat_before = lb.spec.config_path.stat()
+    apply_config(lb.spec, lb.reload)
+    apply_text(lb.spec, render_config(lb.spec), lb.reload)
+    assert lb.reloads == reloads
+    assert lb.spec.config_path.stat().st_mtime_ns == stat_before.st_mtime_ns
+
+
+def test_files_and_workers_have_the_owners_they_need(lb: LB) -> None:
+    spec = lb.spec
+    for path in (spec.config_path, spec.cert_file, spec.key_file, spec.htpasswd_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    me = os.geteuid()
+    assert spec.config_path.stat().st_uid == me
+    assert spec.key_file.stat().st_uid == me
+    workers = _worker_uids(lb.process.pid)
+    assert len(workers) == 2  # worker_processes 2
+    if spec.worker_user is None:
+        assert workers == [me, me]
+        return
+    worker_uid = pwd.getpwnam(spec.worker_user.split()[0]).pw_uid
+    assert workers == [worker_uid, worker_uid]
+    assert spec.htpasswd_file.stat().st_uid == worker_uid
+    assert spec.temp_dir("client_body").stat().st_uid == worker_uid
+
+
+def _worker_uids(master: int) -> list[int]:
+    uids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        # Old workers from a reload may still be draining: count only the current ones.
+        if (
+            fields.get("PPid", "").strip() == str(master)
+            and "shutting down" not in (entry / "cmdline").read_text()
+        ):
+            uids.append(int(fields["Uid"].split()[0]))
+    return sorted(uids)
+
+
+def test_password_guessing_on_prometheus_is_throttled(lb: LB) -> None:
+    # Each guess costs the worker a bcrypt; past the burst, nginx refuses before hashing.
+    url = lb.https + "/prometheus/api/v1/query"
+    statuses = [lb.client.get(url, auth=(PROM_USER, "guess")).status_code for _ in range(40)]
+    assert set(statuses) <= {401, 429}
+    assert statuses[:20] == [401] * 20
+    assert 429 in statuses
