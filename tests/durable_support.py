@@ -19,10 +19,10 @@ from echobase.platform.durable import credentials
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.runtime.processes import free_port
 from echobase.platform.stack import (
-    DEFAULT_COLOUR_PORTS,
-    DEFAULT_DURABLE_PORTS,
     ENVIRONMENTS,
     Stack,
+    free_port_overrides,
+    render_ports_toml,
 )
 
 ECHOBASE = str(Path(sys.executable).parent / "echobase")
@@ -34,22 +34,6 @@ SECRET_NAMES = (
     credentials.TLS,
     credentials.OBSERVABILITY,
 )
-
-
-def free_port_table() -> dict[str, dict[str, int]]:
-    table: dict[str, dict[str, int]] = {}
-    for defaults in (DEFAULT_DURABLE_PORTS, DEFAULT_COLOUR_PORTS):
-        for owner, ports in defaults.items():
-            table[owner] = {key: free_port() for key in ports}
-    return table
-
-
-def render_toml(table: dict[str, dict[str, int]]) -> str:
-    lines = []
-    for owner, ports in table.items():
-        lines.append(f"[ports.{owner}]")
-        lines += [f"{key} = {port}" for key, port in ports.items()]
-    return "\n".join(lines) + "\n"
 
 
 def alive(pid: int) -> bool:
@@ -70,8 +54,8 @@ class DurableSystem:
     def create(cls) -> DurableSystem:
         # Short: unix socket paths (supervisor, MariaDB) must stay under 108 bytes.
         home = Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp"))
-        ports = free_port_table()
-        (home / "echobase.toml").write_text(render_toml(ports))
+        ports = free_port_overrides(free_port)
+        (home / "echobase.toml").write_text(render_ports_toml(ports))
         (home / "echobase.toml").chmod(0o600)
         return cls(home, ports)
 

@@ -17,20 +17,22 @@ from rich.console import Console
 from rich.table import Table
 
 from echobase.platform.devstack import DevStack, StackPorts, service_env
+from echobase.platform.stack import default_home as stack_home
+from echobase.platform.stack import resolve_ports
 
 console = Console()
 app = typer.Typer(help="Run the order system locally in the foreground.", no_args_is_help=True)
 
-DEFAULT_PORTS = StackPorts(mariadb=3306, aws=4566, gateway=3102, processor=3202)
-
 
 def default_home() -> Path:
-    root = os.environ.get("ECHOBASE_HOME") or Path.home() / ".local" / "share" / "echobase"
-    return Path(root) / "dev"
+    return stack_home() / "dev"
 
 
 def offset_ports(offset: int) -> StackPorts:
-    return StackPorts(*(port + offset for port in vars(DEFAULT_PORTS).values()))
+    """The devlocal environment's and the blue colour's ports from the one port table."""
+    ports = resolve_ports(offset)
+    durable, blue = ports.of("devlocal"), ports.of("blue")
+    return StackPorts(durable["mariadb"], durable["secrets"], blue["gateway"], blue["processor"])
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -137,6 +137,25 @@ def read_config_files(paths: list[Path]) -> tuple[int | None, dict[str, dict[str
             for key, port in table.items():
                 merged.setdefault(owner, {})[key] = _integer(port, f"{path}: ports.{owner}.{key}")
     return offset, merged
+
+
+def render_ports_toml(overrides: Mapping[str, Mapping[str, int]]) -> str:
+    """An ``echobase.toml`` setting the given ports (read back by ``read_config_files``)."""
+    lines = []
+    for owner, ports in overrides.items():
+        lines.append(f"[ports.{owner}]")
+        lines += [f"{key} = {port}" for key, port in ports.items()]
+    return "\n".join(lines) + "\n"
+
+
+def free_port_overrides(pick: Callable[[], int]) -> dict[str, dict[str, int]]:
+    """Every port of a system from ``pick`` (a free-port finder): for a second system
+    beside a running one, in tests and benchmarks."""
+    return {
+        owner: {key: pick() for key in ports}
+        for defaults in (DEFAULT_DURABLE_PORTS, DEFAULT_COLOUR_PORTS)
+        for owner, ports in defaults.items()
+    }
 
 
 def _integer(value: object, where: str) -> int:

@@ -183,7 +183,8 @@ class DurableLayer:
         self.supervisor.apply([program])
         if not self._is_running(program.name):
             try:
-                self.supervisor.start(program.name)
+                # Not waiting out startsecs: the health check below is the better signal.
+                self.supervisor.start(program.name, wait=False)
             except Exception as exc:
                 raise DurableError(self._failure(program.name, str(exc))) from None
         self._wait(program.name, healthy, timeout)
