@@ -68,6 +68,20 @@ def credentials_of(system: DurableSystem, env: str) -> DatabaseCredentials:
     return DatabaseCredentials.from_secret(system.secret(env, "echobase/database/credentials"))
 
 
+def query(system: DurableSystem, env: str, sql: str) -> list[tuple]:
+    """As the app user, with the credentials the store holds (what the services use)."""
+    conn = app_connection(credentials_of(system, env))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+KEPT_ROWS = "SELECT COUNT(*) FROM users WHERE username = 'kept_row'"
+
+
 def test_setup_from_nothing_then_twice_more_changes_nothing(system):
     started = time.monotonic()
     first = system.ok("durable", "setup", "devlocal")
@@ -202,15 +216,9 @@ def test_root_is_not_reachable_over_tcp_and_the_app_user_is_limited(system):
             connect_timeout=5,
         )
     assert denied.value.args[0] == 1045
-    conn = app_connection(credentials_of(system, "devlocal"))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM products")
-            assert cur.fetchone() == (11,)
-            with pytest.raises(pymysql.err.OperationalError):
-                cur.execute("DROP TABLE orders")
-    finally:
-        conn.close()
+    assert query(system, "devlocal", "SELECT COUNT(*) FROM products") == [(11,)]
+    with pytest.raises(pymysql.err.OperationalError):
+        query(system, "devlocal", "DROP TABLE orders")
 
 
 def test_no_secret_in_logs_process_arguments_or_readable_files(system):
@@ -354,22 +362,14 @@ def test_devlocal_and_ci_run_at_once_with_separate_data(system):
     devlocal, ci = credentials_of(system, "devlocal"), credentials_of(system, "ci")
     assert devlocal.port != ci.port
     assert devlocal.password != ci.password
-    conn = app_connection(devlocal)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO users (username, email, full_name, password_hash)"
-                " VALUES ('kept_row', 'kept@example.com', 'Kept', 'x')"
-            )
-    finally:
-        conn.close()
-    conn = app_connection(ci)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM users WHERE username = 'kept_row'")
-            assert cur.fetchone() == (0,)
-    finally:
-        conn.close()
+    query(
+        system,
+        "devlocal",
+        "INSERT INTO users (username, email, full_name, password_hash)"
+        " VALUES ('kept_row', 'kept@example.com', 'Kept', 'x')",
+    )
+    assert query(system, "devlocal", KEPT_ROWS) == [(1,)]
+    assert query(system, "ci", KEPT_ROWS) == [(0,)]
 
 
 def test_teardown_keeps_data_and_setup_brings_it_back(system):
@@ -382,13 +382,8 @@ def test_teardown_keeps_data_and_setup_brings_it_back(system):
     assert system.status("ci")["mariadb"]["state"] == "RUNNING"  # the other env is untouched
     system.ok("durable", "setup", "devlocal")
     assert system.secret_values("devlocal") == secrets_before
-    conn = app_connection(credentials_of(system, "devlocal"))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT full_name FROM users WHERE username = 'kept_row'")
-            assert cur.fetchone() == ("Kept",)
-    finally:
-        conn.close()
+    kept = "SELECT full_name FROM users WHERE username = 'kept_row'"
+    assert query(system, "devlocal", kept) == [("Kept",)]
 
 
 def test_the_whole_supervisor_stops_when_the_last_layer_goes(system):
@@ -405,13 +400,7 @@ def test_the_whole_supervisor_stops_when_the_last_layer_goes(system):
     assert not any(alive(pid) for pid in everything.values())
     # "after a reboot": nothing runs, the state directory holds everything
     system.ok("durable", "setup", "devlocal")
-    conn = app_connection(credentials_of(system, "devlocal"))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM users WHERE username = 'kept_row'")
-            assert cur.fetchone() == (1,)
-    finally:
-        conn.close()
+    assert query(system, "devlocal", KEPT_ROWS) == [(1,)]
 
 
 def test_teardown_with_volumes_wipes_the_environment(system):
@@ -423,13 +412,7 @@ def test_teardown_with_volumes_wipes_the_environment(system):
     assert not (system.home / "durable" / "devlocal").exists()
     system.ok("durable", "setup", "devlocal")
     assert system.secret("devlocal", "echobase/database/root") != old_root
-    conn = app_connection(credentials_of(system, "devlocal"))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM users WHERE username = 'kept_row'")
-            assert cur.fetchone() == (0,)
-    finally:
-        conn.close()
+    assert query(system, "devlocal", KEPT_ROWS) == [(0,)]
 
 
 def test_a_store_refusing_writes_means_no_database_is_created():

@@ -4,8 +4,6 @@ standing in for the blue and green gateways and for Prometheus."""
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import ipaddress
 import json
 import os
 import pwd
@@ -26,11 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from echobase.platform.durable.credentials import self_signed_certificate
 from echobase.platform.durable.nginx import (
     LoadBalancerError,
     LoadBalancerSpec,
@@ -45,6 +40,7 @@ from echobase.platform.durable.nginx import (
     render_config,
     server_command,
 )
+from echobase.platform.durable.plan import nginx_worker_user
 from echobase.platform.runtime.processes import spawn, terminate, wait_http
 
 SECURITY_HEADERS = {
@@ -149,44 +145,6 @@ class Upstream:
 # --- the load balancer under test --------------------------------------------------------------
 
 
-def _self_signed(host: str) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "echobase test LB")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
-
-
-def _worker_user() -> str | None:
-    if os.geteuid() != 0:
-        return None  # nginx only switches users when started as root
-    try:
-        pwd.getpwnam("www-data")
-        return "www-data"
-    except KeyError:
-        return "nobody nogroup"
-
-
 @dataclasses.dataclass
 class LB:
     spec: LoadBalancerSpec
@@ -258,7 +216,7 @@ def lb() -> Iterator[LB]:
         cert_file=home / "tls.crt",
         key_file=home / "tls.key",
         htpasswd_file=home / "htpasswd",
-        worker_user=_worker_user(),
+        worker_user=nginx_worker_user(),
     )
     password = secrets.token_urlsafe(24)
     process: subprocess.Popen[bytes] | None = None
@@ -267,7 +225,7 @@ def lb() -> Iterator[LB]:
         for up in (*upstreams.values(), prometheus):
             up.start()
         prepare(spec)
-        cert_pem, key_pem = _self_signed("127.0.0.1")
+        cert_pem, key_pem = self_signed_certificate(["127.0.0.1"])
         install_certificate(spec, cert_pem, key_pem)
         install_htpasswd(spec, htpasswd_line(PROM_USER, password))
         apply_config(spec, reload=lambda: None)  # nothing runs yet: the first start reads it

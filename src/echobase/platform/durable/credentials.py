@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from echobase.app.core.config import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
 from echobase.app.core.secrets import DatabaseCredentials, SecretUnavailableError
@@ -137,6 +137,9 @@ def self_signed_certificate(hosts: list[str], days: int = 397) -> tuple[str, str
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        # Strict verifiers (Python 3.13's default, browsers) want these as well.
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
