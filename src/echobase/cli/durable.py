@@ -146,7 +146,7 @@ def status(env: EnvArg = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
         table.add_column(column, justify="right" if column in ("pid", "port", "RSS") else "left")
     for s in services:
         health = "[green]healthy[/green]" if s.healthy else "[red]unhealthy[/red]"
-        if s.state != "RUNNING":
+        if s.state not in ("RUNNING", "STARTING"):
             health = "-"
         table.add_row(
             s.name,
@@ -160,5 +160,5 @@ def status(env: EnvArg = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
     Console().print(table)
     total = sum(s.rss_bytes or 0 for s in services)
     Console().print(f"total RSS {total / 2**20:.0f} MiB")
-    if any(s.state == "RUNNING" and not s.healthy for s in services):
+    if any(s.state in ("RUNNING", "STARTING") and not s.healthy for s in services):
         raise typer.Exit(1)

@@ -113,6 +113,16 @@ class DurableLayer:
 
         self.progress("starting Prometheus")
         self._setup_prometheus()
+
+        # Healthy already; supervisor calls a program RUNNING once it has lived startsecs
+        # (what guards against crash loops). Return when it agrees, so status says RUNNING.
+        self.progress("confirming with supervisor")
+        for service in self.plan.services:
+            self._wait(
+                service.name,
+                lambda name=service.name: self.supervisor.info(name).state == "RUNNING",
+                timeout=30,
+            )
         return secrets
 
     def start_secrets_store(self) -> None:
@@ -302,7 +312,7 @@ class DurableLayer:
             info = self.supervisor.info(service.name) if up else None
             state = info.state if info else "ABSENT"
             healthy, detail = False, ""
-            if state == "RUNNING":
+            if state in ("RUNNING", "STARTING"):
                 healthy, detail = self._probe(service.role)
             pid = info.pid if info and info.pid else None
             result.append(
