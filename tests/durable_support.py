@@ -51,11 +51,13 @@ class DurableSystem:
     ports: dict[str, dict[str, int]]
 
     @classmethod
-    def create(cls) -> DurableSystem:
+    def create(cls, services: dict[str, str] | None = None) -> DurableSystem:
         # Short: unix socket paths (supervisor, MariaDB) must stay under 108 bytes.
         home = Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp"))
         ports = free_port_overrides(free_port)
-        (home / "echobase.toml").write_text(render_ports_toml(ports))
+        settings = "".join(f'{key} = "{value}"\n' for key, value in (services or {}).items())
+        toml = render_ports_toml(ports) + (f"[services]\n{settings}" if settings else "")
+        (home / "echobase.toml").write_text(toml)
         (home / "echobase.toml").chmod(0o600)
         return cls(home, ports)
 
@@ -122,4 +124,5 @@ class DurableSystem:
                 time.sleep(0.2)
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        subprocess.run(["chmod", "-R", "u+w", str(self.home)], check=False)  # releases are r/o
         shutil.rmtree(self.home, ignore_errors=True)

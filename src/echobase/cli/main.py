@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from echobase import __version__
-from echobase.cli import data, dev, durable
+from echobase.cli import bluegreen, data, dev, durable, release
 from echobase.platform.doctor import run_checks
 from echobase.platform.durable.layer import DurableLayer
 from echobase.platform.stack import ENVIRONMENTS
@@ -22,6 +22,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals can hold credentials
 )
 app.add_typer(durable.app, name="durable")
+app.add_typer(release.app, name="release")
+bluegreen.register(app)
 app.add_typer(dev.app, name="dev")
 app.add_typer(data.queues, name="queues")
 app.add_typer(data.db, name="db")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +65,12 @@ def check_env(env: str) -> str:
     return env
 
 
+def check_colour(colour: str) -> str:
+    if colour not in COLOURS:
+        raise StackConfigError(f"unknown colour {colour!r}: choose one of {COLOURS}")
+    return colour
+
+
 @dataclass(frozen=True)
 class Ports:
     """Resolved ports of one system: per environment and per colour."""
@@ -115,10 +121,37 @@ def resolve_ports(
     return ports
 
 
-def read_config_files(paths: list[Path]) -> tuple[int | None, dict[str, dict[str, int]]]:
-    """Merge the ``echobase.toml`` files in order (later wins)."""
+@dataclass(frozen=True)
+class FileConfig:
+    """What ``echobase.toml`` files say, merged in order (later wins)."""
+
+    port_offset: int | None
+    ports: dict[str, dict[str, int]]
+    # Plain ECHOBASE_* settings for the colours' services (rate limits, workers, ...).
+    service_settings: dict[str, str]
+
+
+# Set by the platform from the stack itself: a file must not point a service elsewhere.
+RESERVED_SETTINGS = frozenset(
+    {
+        "ECHOBASE_COLOUR",
+        "ECHOBASE_RELEASE",
+        "ECHOBASE_HOST",
+        "ECHOBASE_PORT",
+        "ECHOBASE_SECRETS_ENDPOINT_URL",
+        "ECHOBASE_SQS_ENDPOINT_URL",
+        "ECHOBASE_SQS_QUEUE_URL",
+        "ECHOBASE_SQS_DLQ_URL",
+        "ECHOBASE_DB_SECRET_NAME",
+        "ECHOBASE_JWT_SECRET_NAME",
+    }
+)
+
+
+def read_config_files(paths: list[Path]) -> FileConfig:
     offset: int | None = None
     merged: dict[str, dict[str, int]] = {}
+    settings: dict[str, str] = {}
     for path in paths:
         if not path.is_file():
             continue
@@ -126,7 +159,7 @@ def read_config_files(paths: list[Path]) -> tuple[int | None, dict[str, dict[str
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise StackConfigError(f"{path}: {exc}") from None
-        extra = set(data) - {"port_offset", "ports"}
+        extra = set(data) - {"port_offset", "ports", "services"}
         if extra:
             raise StackConfigError(f"{path}: unknown settings {sorted(extra)}")
         if "port_offset" in data:
@@ -136,7 +169,15 @@ def read_config_files(paths: list[Path]) -> tuple[int | None, dict[str, dict[str
                 raise StackConfigError(f"{path}: [ports.{owner}] must be a table")
             for key, port in table.items():
                 merged.setdefault(owner, {})[key] = _integer(port, f"{path}: ports.{owner}.{key}")
-    return offset, merged
+        for key, value in data.get("services", {}).items():
+            if not key.startswith("ECHOBASE_") or key in RESERVED_SETTINGS:
+                raise StackConfigError(
+                    f"{path}: [services] takes ECHOBASE_* service settings, not {key!r}"
+                )
+            if isinstance(value, bool | dict | list):
+                raise StackConfigError(f"{path}: services.{key} must be a string or number")
+            settings[key] = str(value)
+    return FileConfig(offset, merged, settings)
 
 
 def render_ports_toml(overrides: Mapping[str, Mapping[str, int]]) -> str:
@@ -192,6 +233,7 @@ class Stack:
     home: Path
     ports: Ports
     host: str = HOST
+    service_settings: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -200,16 +242,14 @@ class Stack:
         """The system of ``home``: ``./echobase.toml``, then the state directory's own file
         (one system's settings win over a project's), then the environment's offset."""
         home = (home or default_home()).expanduser().resolve()
-        file_offset, overrides = read_config_files(
-            [(cwd or Path.cwd()) / CONFIG_FILE, home / CONFIG_FILE]
-        )
+        config = read_config_files([(cwd or Path.cwd()) / CONFIG_FILE, home / CONFIG_FILE])
         if offset is None:
             raw = os.environ.get("ECHOBASE_PORT_OFFSET", "").strip()
             try:
-                offset = int(raw) if raw else file_offset or 0
+                offset = int(raw) if raw else config.port_offset or 0
             except ValueError:
                 raise StackConfigError("ECHOBASE_PORT_OFFSET must be an integer") from None
-        return cls(home, resolve_ports(offset, overrides))
+        return cls(home, resolve_ports(offset, config.ports), HOST, config.service_settings)
 
     # --- state directory --------------------------------------------------------------
 
@@ -242,6 +282,18 @@ class Stack:
 
     def durable_service(self, env: str, role: str) -> Service:
         return next(s for s in self.durable_services(env) if s.role == role)
+
+    def colour_services(self, colour: str) -> list[Service]:
+        """In start order: the queue first, the gateway (which takes traffic) last."""
+        ports = self.ports.of(check_colour(colour))
+        return [
+            Service("ephemeral", colour, "sqs", ports["sqs"]),
+            Service("ephemeral", colour, "order-processor", ports["processor"]),
+            Service("ephemeral", colour, "api-gateway", ports["gateway"]),
+        ]
+
+    def colour_service(self, colour: str, role: str) -> Service:
+        return next(s for s in self.colour_services(colour) if s.role == role)
 
     def url(self, port: int, scheme: str = "http") -> str:
         return f"{scheme}://{self.host}:{port}"

@@ -1,26 +1,69 @@
-"""Run the Alembic migrations shipped inside the package (no alembic.ini needed)."""
+"""Run the Alembic migrations shipped inside the package (no alembic.ini needed).
+
+Also a command line, because blue and green may run different releases against one database
+and a deploy must apply the *target* release's migrations with that release's own code::
+
+    <release python> -m echobase.app.db.migrate pending --socket S --user U --database D
+    <release python> -m echobase.app.db.migrate upgrade --socket S --user U --database D
+    <release python> -m echobase.app.db.migrate schema
+
+Each prints one JSON document on stdout. The connection is the MariaDB admin over the unix
+socket (authenticated by OS identity), so no password is ever an argument.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import getpass
+import io
+import json
+import os
+import sys
 from pathlib import Path
+from typing import Any, TypedDict
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationStep
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import URL
+from sqlalchemy.exc import SQLAlchemyError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
-def alembic_config(url: URL) -> Config:
+class PendingRevision(TypedDict):
+    revision: str
+    description: str
+    sql: str
+
+
+def admin_socket_url(socket: str | os.PathLike[str], user: str, database: str) -> URL:
+    """The MariaDB admin over a unix socket; lives here (not in platform) so a release's
+    migration command needs nothing but its own app package."""
+    return URL.create(
+        "mariadb+pymysql",
+        username=user,
+        host="localhost",
+        database=database,
+        query={"unix_socket": str(socket), "charset": "utf8mb4"},
+    )
+
+
+def alembic_config(url: URL | None, migrations_dir: Path = MIGRATIONS_DIR) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir))
     # Passed as an attribute, not an option: the option would be interpolated and logged.
     config.attributes["url"] = url
     return config
 
 
-def upgrade(url: URL, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: URL, revision: str = "head", migrations_dir: Path = MIGRATIONS_DIR) -> None:
+    command.upgrade(alembic_config(url, migrations_dir), revision)
 
 
 def current_heads(url: URL) -> set[str]:
@@ -33,3 +76,127 @@ def current_heads(url: URL) -> set[str]:
             return set(MigrationContext.configure(conn).get_current_heads())
     finally:
         engine.dispose()
+
+
+def head_revisions(migrations_dir: Path = MIGRATIONS_DIR) -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config(None, migrations_dir)).get_heads())
+
+
+def pending_revisions(
+    url: URL, migrations_dir: Path = MIGRATIONS_DIR, current: set[str] | None = None
+) -> list[PendingRevision]:
+    """The revisions an upgrade to head would apply, oldest first, each with its SQL."""
+    config = alembic_config(url, migrations_dir)
+    script = ScriptDirectory.from_config(config)
+    if current is None:
+        current = current_heads(url)
+    lower = tuple(sorted(current)) or None
+    steps = list(script.iterate_revisions("heads", lower, implicit_base=True))
+    return [
+        PendingRevision(
+            revision=step.revision, description=step.doc, sql=_step_sql(config, script, step)
+        )
+        for step in reversed(steps)
+    ]
+
+
+def _step_sql(config: Config, script: ScriptDirectory, step: Script) -> str:
+    """Offline (--sql) SQL for exactly one revision. A "from:to" range through
+    command.upgrade cannot start at a merge revision's several parents, so the single step
+    is handed to the environment directly; starting_rev still gives the version-table
+    statements that step would run."""
+    buffer = io.StringIO()
+    config.output_buffer = buffer
+
+    def one_step(_rev: Any, _context: Any) -> list[MigrationStep]:
+        return [MigrationStep.upgrade_from_script(script.revision_map, step)]
+
+    with EnvironmentContext(
+        config,
+        script,
+        fn=one_step,
+        as_sql=True,
+        starting_rev=step.down_revision,
+        destination_rev=step.revision,
+    ):
+        script.run_env()
+    return buffer.getvalue()
+
+
+def models_schema() -> dict[str, list[str]]:
+    """Tables and columns this release's code reads and writes: what a later release's
+    migrations must leave in place while this one may still be live."""
+    from echobase.app.db.models import Base
+
+    return {
+        table.name: [column.name for column in table.columns]
+        for table in Base.metadata.sorted_tables
+    }
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument("--socket", type=Path, help="MariaDB unix socket")
+    connection.add_argument(
+        "--user", default=getpass.getuser(), help="admin user (unix_socket auth: the OS user)"
+    )
+    connection.add_argument("--database", help="database name")
+    connection.add_argument(
+        "--migrations",
+        type=Path,
+        default=MIGRATIONS_DIR,
+        help="Alembic script directory (default: the one shipped in this release)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m echobase.app.db.migrate",
+        description="This release's database migrations; every command prints JSON.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("upgrade", parents=[connection], help="apply pending migrations")
+    commands.add_parser("pending", parents=[connection], help="pending revisions and their SQL")
+    commands.add_parser("schema", parents=[connection], help="tables and columns this release uses")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "schema":
+        return {"tables": models_schema()}
+    url = admin_socket_url(args.socket, args.user, args.database)
+    if args.command == "upgrade":
+        before = current_heads(url)
+        upgrade(url, "heads", args.migrations)
+        return {"from": sorted(before), "to": sorted(current_heads(url))}
+    current = current_heads(url)
+    return {
+        "current": sorted(current),
+        "head": sorted(head_revisions(args.migrations)),
+        "revisions": pending_revisions(url, args.migrations, current),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "schema" and (args.socket is None or args.database is None):
+        parser.error(f"{args.command} needs --socket and --database")
+    out = sys.stdout
+    try:
+        # stdout carries exactly one JSON document: whatever alembic or a migration script
+        # prints goes to stderr instead.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = _run(args)
+    # RevisionError: the database is at a revision this release does not ship (a newer
+    # release migrated it), which the caller must hear about rather than get a traceback.
+    except (SQLAlchemyError, CommandError, RevisionError) as exc:
+        print(f"migrate {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    json.dump(result, out, indent=2)
+    out.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

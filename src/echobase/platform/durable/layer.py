@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import ssl
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -25,7 +24,12 @@ from echobase.platform.durable import credentials, mariadb, nginx, prometheus
 from echobase.platform.durable.credentials import DurableSecrets
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.runtime.files import private_dir, write_private_if_changed
-from echobase.platform.runtime.supervisor import Supervisor, SupervisorPaths
+from echobase.platform.runtime.services import (
+    ServiceFailed,
+    ServiceRunner,
+    http_answers,
+    supervisor_for,
+)
 from echobase.platform.stack import COLOURS, Stack
 
 Progress = Callable[[str], None]
@@ -51,13 +55,6 @@ class ServiceStatus:
         return asdict(self)
 
 
-def runtime_environment() -> dict[str, str]:
-    """What supervisord (and so every service) inherits: the basics, nothing of the caller's
-    shell, which may hold real cloud credentials or settings meant for something else."""
-    keep = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
-    return {key: os.environ[key] for key in keep if key in os.environ}
-
-
 def _quiet(_: str) -> None:
     return None
 
@@ -73,7 +70,8 @@ class DurableLayer:
         self.stack = stack
         self.env = env
         self.progress = progress
-        self.supervisor = Supervisor(SupervisorPaths(stack.home), environ=runtime_environment())
+        self.supervisor = supervisor_for(stack.home)
+        self.runner = ServiceRunner(self.supervisor)
 
     # --- setup ------------------------------------------------------------------------
 
@@ -117,12 +115,10 @@ class DurableLayer:
         # Healthy already; supervisor calls a program RUNNING once it has lived startsecs
         # (what guards against crash loops). Return when it agrees, so status says RUNNING.
         self.progress("confirming with supervisor")
-        for service in self.plan.services:
-            self._wait(
-                service.name,
-                lambda name=service.name: self.supervisor.info(name).state == "RUNNING",
-                timeout=30,
-            )
+        try:
+            self.runner.wait_running([service.name for service in self.plan.services])
+        except ServiceFailed as exc:
+            raise DurableError(str(exc)) from None
         return secrets
 
     def start_secrets_store(self) -> None:
@@ -188,36 +184,19 @@ class DurableLayer:
     # --- running a service ---------------------------------------------------------------
 
     def _run(self, role: str, healthy: Callable[[], bool], timeout: float = 30) -> None:
-        """Define the program (a no-op when unchanged), start it unless running, wait."""
-        program = self.plan.program(role)
-        self.supervisor.apply([program])
-        if not self._is_running(program.name):
-            try:
-                # Not waiting out startsecs: the health check below is the better signal.
-                self.supervisor.start(program.name, wait=False)
-            except Exception as exc:
-                raise DurableError(self._failure(program.name, str(exc))) from None
-        self._wait(program.name, healthy, timeout)
+        try:
+            self.runner.run(self.plan.program(role), healthy, timeout)
+        except ServiceFailed as exc:
+            raise DurableError(str(exc)) from None
 
     def _wait(self, name: str, healthy: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            info = self.supervisor.info(name)
-            if info is None or info.state in ("FATAL", "EXITED", "STOPPED"):
-                state = info.state if info else "absent"
-                raise DurableError(self._failure(name, f"{name} is {state}"))
-            if healthy():
-                return
-            time.sleep(0.1)
-        raise DurableError(self._failure(name, f"{name} not healthy after {timeout:.0f}s"))
-
-    def _failure(self, name: str, reason: str) -> str:
-        tail = self.supervisor.tail(name, 2000).strip()
-        return f"{reason}\n--- last lines of {name}'s log ---\n{tail}" if tail else reason
+        try:
+            self.runner.wait(name, healthy, timeout)
+        except ServiceFailed as exc:
+            raise DurableError(str(exc)) from None
 
     def _is_running(self, name: str) -> bool:
-        info = self.supervisor.info(name) if self.supervisor.running() else None
-        return info is not None and info.state in ("RUNNING", "STARTING")
+        return self.runner.is_running(name)
 
     def _reload(self, name: str) -> None:
         self.supervisor.signal(name, "HUP")
@@ -225,13 +204,7 @@ class DurableLayer:
     # --- health probes -------------------------------------------------------------------
 
     def _http_answers(self, url: str, ok: int = 0, context: ssl.SSLContext | None = None) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
-                return ok in (0, response.status)
-        except urllib.error.HTTPError as exc:
-            return ok in (0, exc.code)
-        except OSError:
-            return False
+        return http_answers(url, ok, context)
 
     def _database_answers(self, server: mariadb.MariaDBServer) -> bool:
         try:
@@ -240,7 +213,7 @@ class DurableLayer:
         except pymysql.err.MySQLError:
             return False
 
-    def _tls_context(self) -> ssl.SSLContext:
+    def tls_context(self) -> ssl.SSLContext:
         cert = self.plan.load_balancer(None).cert_file
         return ssl.create_default_context(cafile=str(cert))
 
@@ -251,7 +224,7 @@ class DurableLayer:
         """The live colour as nginx serves it; None when nginx does not answer."""
         try:
             with urllib.request.urlopen(  # noqa: S310 - loopback
-                f"{self.plan.lb_url}/.active-env", timeout=2, context=self._tls_context()
+                f"{self.plan.lb_url}/.active-env", timeout=2, context=self.tls_context()
             ) as response:
                 return response.read().decode().strip()
         except (OSError, ssl.SSLError):

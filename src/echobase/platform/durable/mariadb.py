@@ -267,13 +267,10 @@ def bootstrap(
 
 def admin_url(server: MariaDBServer, dbname: str) -> URL:
     """The admin over the unix socket, for migrations (the app user cannot change schema)."""
-    return URL.create(
-        "mariadb+pymysql",
-        username=server.os_user,
-        host="localhost",
-        database=dbname,
-        query={"unix_socket": str(server.socket), "charset": "utf8mb4"},
-    )
+    # Imported here: the supervised launcher imports this module and needs no alembic.
+    from echobase.app.db.migrate import admin_socket_url
+
+    return admin_socket_url(server.socket, server.os_user, dbname)
 
 
 def verify_app_login(credentials: DatabaseCredentials) -> str | None:

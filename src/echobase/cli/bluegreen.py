@@ -1,0 +1,295 @@
+"""``echobase up|deploy|switch|rollback|active|status|history|down``: blue-green on one
+durable environment. Orchestration only: the steps live in platform/bluegreen."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from echobase.cli.durable import HomeOpt, JsonOpt, load_stack
+from echobase.platform.bluegreen import history
+from echobase.platform.bluegreen.lock import LockHeld
+from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
+from echobase.platform.durable.layer import DurableError
+from echobase.platform.release import ReleaseError, build_release, load_release
+from echobase.platform.runtime.services import ServiceFailed
+from echobase.platform.stack import COLOURS, StackConfigError, check_colour, check_env
+
+console = Console(stderr=True)
+
+EnvOpt = Annotated[str, typer.Option("--env", help="Durable environment: devlocal or ci.")]
+LockWaitOpt = Annotated[
+    float, typer.Option("--lock-wait", help="Wait this long for another deploy's lock.")
+]
+FAILURES = (DeployError, DurableError, ReleaseError, LockHeld, ServiceFailed, StackConfigError)
+
+
+def _bluegreen(env: str, home: Path | None) -> BlueGreen:
+    try:
+        check_env(env)
+    except StackConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return BlueGreen(load_stack(home), env)
+
+
+def _progress(status: Any) -> Any:
+    marks: list[tuple[str, float]] = []
+
+    def progress(step: str) -> None:
+        now = time.monotonic()
+        if marks:
+            console.print(f"  [green]done[/green] {marks[-1][0]} ({now - marks[-1][1]:.1f}s)")
+        marks.append((step, now))
+        if step:
+            status.update(step)
+
+    return progress
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+def _report(outcome: Outcome, as_json: bool, url: str) -> None:
+    if as_json:
+        typer.echo(json.dumps({**outcome.as_dict(), "url": url}))
+        return
+    console.print(
+        f"{outcome.action}: {outcome.source} -> {outcome.target} ({outcome.release}) "
+        f"{outcome.result} in {outcome.seconds:.1f}s"
+        + (f"\n  {outcome.detail}" if outcome.detail else "")
+        + f"\n  live: {url}"
+    )
+
+
+def deploy(
+    env: EnvOpt = "devlocal",
+    colour: Annotated[
+        str | None, typer.Option(help="Target colour (default: the idle one).")
+    ] = None,
+    release: Annotated[
+        str | None, typer.Option(help="Release id (default: build the working tree).")
+    ] = None,
+    no_switch: Annotated[
+        bool, typer.Option("--no-switch", help="Stop after the smoke test.")
+    ] = False,
+    allow_contract: Annotated[
+        bool, typer.Option(help="Apply migrations that drop what the live release uses.")
+    ] = False,
+    smoke_hook: Annotated[
+        str | None, typer.Option(help="Extra smoke check command, run before and after.")
+    ] = None,
+    lock_wait: LockWaitOpt = 0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deploy a release to the idle colour, prove it, switch traffic, prove it again."""
+    bluegreen = _bluegreen(env, home)
+    with console.status("deploying") as status:
+        bluegreen.progress = progress = _progress(status)
+        try:
+            chosen = (
+                load_release(bluegreen.stack.home, release)
+                if release
+                else _build_working_tree(bluegreen, progress)
+            )
+            outcome = bluegreen.deploy(
+                chosen,
+                colour=colour,
+                switch=not no_switch,
+                allow_contract=allow_contract,
+                lock_wait=lock_wait,
+                smoke_hook=smoke_hook,
+            )
+        except FAILURES as exc:
+            raise _fail(exc) from None
+        progress("")
+    _report(outcome, as_json, bluegreen.durable.plan.lb_url)
+
+
+def _build_working_tree(bluegreen: BlueGreen, progress: Any) -> Any:
+    progress("building a release from the working tree")
+    release, _cached = build_release(bluegreen.stack.home, Path.cwd(), None)
+    return release
+
+
+def switch(
+    colour: Annotated[str, typer.Argument(help="blue or green")],
+    env: EnvOpt = "devlocal",
+    lock_wait: LockWaitOpt = 0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send production traffic to a colour (refused unless it runs healthy)."""
+    bluegreen = _bluegreen(env, home)
+    try:
+        outcome = bluegreen.switch(check_colour(colour), lock_wait)
+    except FAILURES as exc:
+        raise _fail(exc) from None
+    _report(outcome, as_json, bluegreen.durable.plan.lb_url)
+
+
+def rollback(
+    env: EnvOpt = "devlocal",
+    lock_wait: LockWaitOpt = 0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Switch back to the other colour, if it still runs healthy."""
+    bluegreen = _bluegreen(env, home)
+    try:
+        outcome = bluegreen.rollback(lock_wait)
+    except FAILURES as exc:
+        raise _fail(exc) from None
+    _report(outcome, as_json, bluegreen.durable.plan.lb_url)
+
+
+def active(env: EnvOpt = "devlocal", home: HomeOpt = None) -> None:
+    """Print the live colour as nginx serves it: blue, green or none."""
+    live = _bluegreen(env, home).live()
+    if live is None:
+        console.print(f"[red]error:[/red] the load balancer of {env} does not answer")
+        raise typer.Exit(1)
+    typer.echo(live)
+
+
+def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Both colours: release, health of each service, queue depth, and which is live."""
+    bluegreen = _bluegreen(env, home)
+    live = bluegreen.live()
+    colours = []
+    for colour in COLOURS:
+        plan = bluegreen.running_plan(colour)
+        runtime = bluegreen.colour(colour)
+        services = runtime.health(plan) if plan else []
+        colours.append(
+            {
+                "colour": colour,
+                "live": colour == live,
+                "release": plan.release_id if plan else None,
+                "queueDepth": runtime.queue_depth(plan) if plan else None,
+                "services": [vars(s) for s in services],
+                "healthy": bool(services) and all(s.healthy for s in services),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps({"env": env, "live": live, "colours": colours}))
+        return
+    table = Table(title=f"{env}: live colour {live if live is not None else 'unknown'}")
+    for column in ("colour", "release", "service", "state", "pid", "port", "health", "queue"):
+        table.add_column(column)
+    for entry in colours:
+        mark = f"{entry['colour']}{' (live)' if entry['live'] else ''}"
+        if not entry["services"]:
+            table.add_row(mark, "-", "-", "not running", "", "", "", "")
+        for index, service in enumerate(entry["services"]):
+            table.add_row(
+                mark if index == 0 else "",
+                str(entry["release"]) if index == 0 else "",
+                service["role"],
+                service["state"],
+                str(service["pid"] or "-"),
+                str(service["port"]),
+                "[green]healthy[/green]" if service["healthy"] else "[red]unhealthy[/red]",
+                str(entry["queueDepth"]) if index == 0 else "",
+            )
+    Console().print(table)
+
+
+def show_history(
+    env: EnvOpt = "devlocal",
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deploys, switches, rollbacks and downs: when, who, from, to, release, result."""
+    bluegreen = _bluegreen(env, home)
+    events = history.read(bluegreen.durable.plan.home, limit)
+    if as_json:
+        typer.echo(json.dumps([vars(e) for e in events]))
+        return
+    table = Table(title=f"{env} history")
+    for column in ("when", "who", "action", "from", "to", "release", "result", "seconds"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(
+            e.at,
+            e.who,
+            e.action,
+            e.source,
+            e.target,
+            e.release or "-",
+            e.result,
+            f"{e.seconds:.1f}",
+        )
+    Console().print(table)
+
+
+def down(
+    colour: Annotated[str | None, typer.Argument(help="blue or green")] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Both colours and the durable layer (data kept).")
+    ] = False,
+    env: EnvOpt = "devlocal",
+    drain_timeout: Annotated[float, typer.Option(help="Seconds to let the queue empty.")] = 30,
+    home: HomeOpt = None,
+) -> None:
+    """Stop an idle colour after draining it (refuses the live one)."""
+    bluegreen = _bluegreen(env, home)
+    try:
+        if all_:
+            bluegreen.down_all(drain_timeout)
+            console.print(f"{env}: both colours and the durable layer stopped; data kept")
+            return
+        if colour is None:
+            console.print("[red]error:[/red] name a colour (blue or green), or pass --all")
+            raise typer.Exit(2)
+        with console.status(f"stopping {colour}") as spinner:
+            bluegreen.progress = _progress(spinner)
+            report = bluegreen.down(check_colour(colour), drain_timeout)
+            bluegreen.progress("")
+    except FAILURES as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"{colour} stopped: {report.drained} order(s) drained, {report.moved} moved to the "
+        f"live colour, in {report.waited_seconds:.1f}s"
+    )
+
+
+def up(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Everything from a fresh clone: the durable layer, a release of the working tree,
+    deployed and live. Run again, it changes nothing."""
+    bluegreen = _bluegreen(env, home)
+    with console.status("bringing echobase up") as status:
+        bluegreen.progress = progress = _progress(status)
+        bluegreen.durable.progress = progress
+        try:
+            bluegreen.durable.setup()
+            release = _build_working_tree(bluegreen, progress)
+            outcome = bluegreen.up(release)
+        except FAILURES as exc:
+            raise _fail(exc) from None
+        progress("")
+    _report(outcome, as_json, bluegreen.durable.plan.lb_url)
+
+
+def register(app: typer.Typer) -> None:
+    for command, name in (
+        (up, "up"),
+        (deploy, "deploy"),
+        (switch, "switch"),
+        (rollback, "rollback"),
+        (active, "active"),
+        (status, "status"),
+        (show_history, "history"),
+        (down, "down"),
+    ):
+        app.command(name)(command)

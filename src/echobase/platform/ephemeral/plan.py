@@ -1,0 +1,154 @@
+"""What one colour runs for a release against one durable environment: its queue server,
+order processor and API gateway, their settings, health checks and scrape targets.
+Everything here is pure; ``colour.py`` carries it out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, QueueUrls
+from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
+from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.durable.prometheus import ScrapeTarget
+from echobase.platform.runtime.processes import python_executable
+from echobase.platform.runtime.supervisor import Program
+from echobase.platform.stack import Service, Stack, check_colour
+
+# moto's queue URLs are predictable, so settings can be rendered before the queue exists.
+EMULATOR_ACCOUNT = "123456789012"
+GATEWAY_WORKERS = 2
+
+
+def other_colour(colour: str) -> str:
+    return "green" if check_colour(colour) == "blue" else "blue"
+
+
+@dataclass(frozen=True)
+class ColourPlan:
+    stack: Stack
+    colour: str
+    env: str
+    python: Path  # the release's interpreter
+    release_id: str
+
+    @property
+    def durable(self) -> DurablePlan:
+        return DurablePlan(self.stack, self.env)
+
+    @property
+    def home(self) -> Path:
+        return self.stack.ephemeral_dir(self.colour)
+
+    @property
+    def services(self) -> list[Service]:
+        return self.stack.colour_services(self.colour)
+
+    def service(self, role: str) -> Service:
+        return self.stack.colour_service(self.colour, role)
+
+    @property
+    def sqs_url(self) -> str:
+        return self.stack.url(self.service("sqs").port)
+
+    @property
+    def queues(self) -> QueueUrls:
+        base = f"{self.sqs_url}/{EMULATOR_ACCOUNT}"
+        return QueueUrls(f"{base}/{ORDER_QUEUE}", f"{base}/{DEAD_LETTER_QUEUE}")
+
+    @property
+    def gateway_url(self) -> str:
+        return self.stack.url(self.service("api-gateway").port)
+
+    @property
+    def processor_url(self) -> str:
+        return self.stack.url(self.service("order-processor").port)
+
+    @property
+    def direct_url(self) -> str:
+        """The LB's port that always reaches this colour."""
+        return self.stack.url(self.stack.ports.of(self.env)[f"lb_{self.colour}"])
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.home / "metrics"
+
+    def origins(self) -> list[str]:
+        """Where the browser app is served from: the LB (both names) and the direct port."""
+        https = self.stack.ports.of(self.env)["lb_https"]
+        suffix = "" if https == 443 else f":{https}"
+        return [
+            f"https://{self.stack.host}{suffix}",
+            f"https://localhost{suffix}",
+            self.direct_url,
+        ]
+
+    def service_env(self, role: str) -> dict[str, str]:
+        """Plain settings only: credentials come from the environment's secrets store."""
+        service = self.service(role)
+        queues = self.queues
+        env = {
+            **EMULATOR_AWS_ENV,
+            **self.stack.service_settings,
+            "ECHOBASE_COLOUR": self.colour,
+            "ECHOBASE_RELEASE": self.release_id,
+            "ECHOBASE_HOST": self.stack.host,
+            "ECHOBASE_PORT": str(service.port),
+            "ECHOBASE_SECRETS_ENDPOINT_URL": self.durable.secrets_url,
+            "ECHOBASE_SQS_ENDPOINT_URL": self.sqs_url,
+            "ECHOBASE_SQS_QUEUE_URL": queues.queue_url,
+            "ECHOBASE_SQS_DLQ_URL": queues.dlq_url,
+        }
+        if role == "api-gateway":
+            env.setdefault("ECHOBASE_WORKERS", str(GATEWAY_WORKERS))
+            env.setdefault("ECHOBASE_ALLOWED_ORIGINS", ",".join(self.origins()))
+            env.setdefault("ECHOBASE_TRUSTED_PROXIES", self.stack.host)  # nginx
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
+        return env
+
+    def program(self, role: str) -> Program:
+        service = self.service(role)
+        log = self.stack.logs_dir / f"{service.name}.log"
+        if role == "sqs":
+            command = [
+                python_executable(),
+                "-m",
+                "echobase.platform.aws_emulator",
+                "-H",
+                self.stack.host,
+                "-p",
+                str(service.port),
+            ]
+            return Program(service.name, command, log_file=log, environment=EMULATOR_AWS_ENV)
+        module = {
+            "api-gateway": "echobase.app.gateway",
+            "order-processor": "echobase.app.processor",
+        }
+        return Program(
+            service.name,
+            [str(self.python), "-I", "-m", module[role]],  # -I: only the release's own code
+            log_file=log,
+            environment=self.service_env(role),
+            # uvicorn drains in-flight requests; the processor finishes its batch.
+            stopwaitsecs=40,
+        )
+
+    def programs(self) -> list[Program]:
+        return [self.program(service.role) for service in self.services]
+
+    def health_url(self, role: str) -> str:
+        if role == "sqs":
+            return f"{self.sqs_url}/moto-api/"
+        return f"{self.stack.url(self.service(role).port)}/health"
+
+    def scrape_targets(self) -> list[ScrapeTarget]:
+        labels: Mapping[str, str] = {"env": self.env, "layer": "ephemeral", "colour": self.colour}
+        return [
+            ScrapeTarget(
+                f"{self.stack.host}:{self.service(role).port}",
+                "/metrics",
+                {**labels, "service": role, "release": self.release_id},
+            )
+            for role in ("api-gateway", "order-processor")
+        ]

@@ -1,0 +1,68 @@
+"""A durable layer plus releases built from two different commits, for the blue-green tests
+and benchmarks: everything in a temporary state directory on free ports."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from echobase.platform.release import Release, build_release
+
+from durable_support import DurableSystem
+
+REPO = Path(__file__).resolve().parent.parent
+# Fast and permissive where tests need it; the same keys a team would put in echobase.toml.
+TEST_SERVICE_SETTINGS = {
+    "ECHOBASE_BCRYPT_ROUNDS": "4",
+    "ECHOBASE_RATE_LIMIT_MAX": "1000000",
+    "ECHOBASE_WAIT_TIME_SECONDS": "2",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def second_commit(workdir: Path, change: str = "") -> Path:
+    """A clone of this repository's HEAD with one more commit (a different release)."""
+    clone = workdir / "src-b"
+    git(workdir, "clone", "-q", str(REPO), str(clone))
+    marker = clone / "src" / "echobase" / "app" / "release_note.py"
+    marker.write_text(f'"""A second commit for the blue-green tests."""\n{change}\nNOTE = "b"\n')
+    git(clone, "add", "-A")
+    git(
+        clone,
+        "-c",
+        "user.name=echobase tests",
+        "-c",
+        "user.email=tests@echobase.invalid",
+        "commit",
+        "-qm",
+        "second release",
+    )
+    return clone
+
+
+@dataclass
+class BlueGreenSystem:
+    system: DurableSystem
+    release_a: Release  # this working tree
+    release_b: Release  # HEAD plus one commit
+    workdir: Path
+
+    @classmethod
+    def create(cls, env: str = "devlocal") -> BlueGreenSystem:
+        system = DurableSystem.create(services=TEST_SERVICE_SETTINGS)
+        workdir = Path(tempfile.mkdtemp(prefix="eb-src-", dir="/tmp"))
+        release_a, _ = build_release(system.home, REPO, None)
+        release_b, _ = build_release(system.home, second_commit(workdir), "HEAD")
+        system.ok("durable", "setup", env)
+        return cls(system, release_a, release_b, workdir)
+
+    def destroy(self) -> None:
+        self.system.destroy()  # supervisord's shutdown stops the colours too
+        subprocess.run(["rm", "-rf", str(self.workdir)], check=False)

@@ -1,0 +1,261 @@
+"""Blue-green through the real CLI: deploy, switch, rollback, locks, failing gates, safe
+down. One durable layer and two releases (this tree, and HEAD plus a commit) per module;
+tests run in file order and each leaves a known live colour."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from bluegreen_support import BlueGreenSystem
+from echobase.app.core.secrets import DatabaseCredentials
+from echobase.platform.bluegreen.lock import deploy_lock
+from echobase.platform.bluegreen.pipeline import target_colour
+from echobase.platform.durable.mariadb import app_connection
+from echobase.platform.runtime.services import supervisor_for
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def bg() -> Iterator[BlueGreenSystem]:
+    system = BlueGreenSystem.create()
+    try:
+        yield system
+    finally:
+        system.destroy()
+
+
+def active(bg: BlueGreenSystem) -> str:
+    return bg.system.ok("active").stdout.strip()
+
+
+def lb_client(bg: BlueGreenSystem) -> httpx.Client:
+    plan = bg.system.plan("devlocal")
+    context = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
+    return httpx.Client(base_url=plan.lb_url, verify=context, timeout=10)
+
+
+def database(bg: BlueGreenSystem) -> DatabaseCredentials:
+    return DatabaseCredentials.from_secret(
+        bg.system.secret("devlocal", "echobase/database/credentials")
+    )
+
+
+def count_orders(bg: BlueGreenSystem, uids: list[str]) -> dict[str, int]:
+    conn = app_connection(database(bg))
+    try:
+        with conn.cursor() as cur:
+            marks = ",".join(["%s"] * len(uids))
+            cur.execute(
+                f"SELECT order_uid, COUNT(*) FROM orders WHERE order_uid IN ({marks})"
+                " GROUP BY order_uid",
+                uids,
+            )
+            return {uid: n for uid, n in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def deploy(bg: BlueGreenSystem, *args: str, release: str | None = None) -> dict:
+    result = bg.system.cli("deploy", "--json", "--release", release or bg.release_a.id, *args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout)
+
+
+def test_target_is_the_idle_colour():
+    assert target_colour("none") == "green"
+    assert target_colour("green") == "blue"
+    assert target_colour("blue") == "green"
+    assert target_colour("blue", "blue") == "blue"
+
+
+def test_first_deploy_goes_to_green_and_switches(bg):
+    assert active(bg) == "none"
+    outcome = deploy(bg)
+    assert (outcome["from"], outcome["to"], outcome["result"]) == ("none", "green", "ok")
+    steps = [step["step"] for step in outcome["steps"]]
+    assert steps[0] == "migrations"
+    assert any("smoke test on green" in s for s in steps)
+    assert any("through the load balancer" in s for s in steps)
+    assert active(bg) == "green"
+    with lb_client(bg) as lb:
+        health = lb.get("/health")
+        assert health.status_code == 200
+        assert health.headers["x-served-by"] == "green"
+        assert health.json()["version"] == bg.release_a.id
+    # the smoke user and its order were removed again
+    conn = app_connection(database(bg))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM users WHERE username LIKE 'smoke\\_%%'")
+            assert cur.fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+def test_second_deploy_goes_to_blue_with_the_other_release_and_rollback_returns(bg):
+    outcome = deploy(bg, release=bg.release_b.id)
+    assert (outcome["from"], outcome["to"]) == ("green", "blue")
+    with lb_client(bg) as lb:
+        assert lb.get("/health").json()["version"] == bg.release_b.id
+    status = json.loads(bg.system.ok("status", "--json").stdout)
+    releases = {c["colour"]: c["release"] for c in status["colours"]}
+    assert releases == {"blue": bg.release_b.id, "green": bg.release_a.id}
+    assert all(c["healthy"] for c in status["colours"])
+    assert status["live"] == "blue"
+    rolled = json.loads(bg.system.ok("rollback", "--json").stdout)
+    assert (rolled["from"], rolled["to"], rolled["action"]) == ("blue", "green", "rollback")
+    assert active(bg) == "green"
+    assert json.loads(bg.system.ok("switch", "blue", "--json").stdout)["to"] == "blue"
+    assert active(bg) == "blue"
+
+
+def test_lock_contention_fails_fast_naming_the_holder_and_lock_wait_waits(bg):
+    lock_dir = bg.system.plan("devlocal").home
+    with deploy_lock(lock_dir):
+        started = time.monotonic()
+        refused = bg.system.cli("switch", "green")
+        assert time.monotonic() - started < 10
+        assert refused.returncode == 1
+        assert f"pid {os.getpid()}" in refused.stderr and "since" in refused.stderr
+    assert active(bg) == "blue"
+    held = threading.Event()
+
+    def hold_briefly() -> None:
+        with deploy_lock(lock_dir):
+            held.set()
+            time.sleep(1.5)
+
+    holder = threading.Thread(target=hold_briefly)
+    holder.start()
+    held.wait(5)
+    waited = bg.system.cli("switch", "green", "--lock-wait", "20")
+    holder.join()
+    assert waited.returncode == 0, waited.stderr
+    assert active(bg) == "green"
+
+
+def test_switch_refuses_an_absent_or_unhealthy_colour(bg):
+    supervisor = supervisor_for(bg.system.home)
+    supervisor.stop("echobase-blue-api-gateway")
+    try:
+        refused = bg.system.cli("switch", "blue")
+        assert refused.returncode == 1 and "not running healthy" in refused.stderr
+        assert active(bg) == "green"
+        assert bg.system.cli("rollback").returncode == 1
+    finally:
+        supervisor.start("echobase-blue-api-gateway")
+
+
+def test_a_failing_health_gate_never_switches_and_leaves_live_untouched(bg, tmp_path):
+    from echobase.platform.release import build_release
+
+    from bluegreen_support import second_commit
+
+    source = second_commit(tmp_path)
+    gateway_main = source / "src" / "echobase" / "app" / "gateway" / "__main__.py"
+    gateway_main.write_text("raise SystemExit('this release cannot start')\n")
+    from bluegreen_support import git
+
+    git(source, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam", "broken")
+    broken, _ = build_release(bg.system.home, source, "HEAD")
+    live_pid = supervisor_for(bg.system.home).info("echobase-green-api-gateway").pid
+    result = bg.system.cli("deploy", "--release", broken.id)
+    assert result.returncode == 1
+    assert "health gate failed" in result.stderr
+    assert "echobase-blue-api-gateway" in result.stderr
+    assert "this release cannot start" in result.stderr  # its last log lines
+    assert active(bg) == "green"
+    assert supervisor_for(bg.system.home).info("echobase-green-api-gateway").pid == live_pid
+    with lb_client(bg) as lb:
+        assert lb.get("/health").headers["x-served-by"] == "green"
+
+
+def test_a_failing_post_promotion_smoke_switches_back(bg):
+    hook = 'test "$ECHOBASE_SMOKE_PHASE" = pre'
+    result = bg.system.cli("deploy", "--release", bg.release_b.id, "--smoke-hook", hook)
+    assert result.returncode == 1
+    assert "switched back to green" in result.stderr
+    assert active(bg) == "green"
+    events = json.loads(bg.system.ok("history", "--json").stdout)
+    assert events[-1]["result"] == "rolled back"
+    assert events[-1]["target"] == "blue"
+
+
+def test_down_refuses_the_live_colour_and_an_unknown_live_colour(bg):
+    refused = bg.system.cli("down", "green")
+    assert refused.returncode == 1 and "is live" in refused.stderr
+    supervisor = supervisor_for(bg.system.home)
+    supervisor.stop("echobase-devlocal-durable-nginx")
+    try:
+        blind = bg.system.cli("down", "blue")
+        assert blind.returncode == 1 and "does not answer" in blind.stderr
+        assert supervisor.info("echobase-blue-api-gateway").state == "RUNNING"
+    finally:
+        supervisor.start("echobase-devlocal-durable-nginx")
+    assert active(bg) == "green"
+
+
+def test_down_of_a_colour_with_200_queued_orders_loses_none(bg):
+    """Blue's processor is stopped so 200 orders pile up in blue's queue; `down blue` must
+    hand them to green (live), whose processor stores each exactly once."""
+    deploy(bg, "--colour", "blue", "--no-switch", release=bg.release_b.id)
+    supervisor = supervisor_for(bg.system.home)
+    supervisor.stop("echobase-blue-order-processor")
+    direct = bg.system.plan("devlocal").stack.ports.of("devlocal")["lb_blue"]
+    origin = f"http://127.0.0.1:{direct}"
+    uids: list[str] = []
+    with httpx.Client(base_url=origin, timeout=10, headers={"Origin": origin}) as http:
+        name = f"q_{uuid.uuid4().hex[:10]}"
+        body = {
+            "username": name,
+            "email": f"{name}@example.com",
+            "fullName": "Queued",
+            "password": "Passw0rdOk",
+        }
+        assert http.post("/api/v1/auth/register", json=body).status_code == 201
+        login = http.post("/api/v1/auth/login", json={"username": name, "password": "Passw0rdOk"})
+        token = login.headers["set-cookie"].split("=", 1)[1].split(";", 1)[0]
+        auth = {"Authorization": f"Bearer {token}"}
+        for _ in range(200):
+            r = http.post("/api/v1/orders", json={"productId": 2, "quantity": 1}, headers=auth)
+            assert r.status_code == 201, r.text
+            uids.append(r.json()["order"]["orderId"])
+    assert count_orders(bg, uids) == {}
+    result = bg.system.ok("down", "blue", "--drain-timeout", "2")
+    assert "200 moved to the live colour" in result.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        counts = count_orders(bg, uids)
+        if len(counts) == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(counts) == 200 and set(counts.values()) == {1}
+    status = json.loads(bg.system.ok("status", "--json").stdout)
+    blue = next(c for c in status["colours"] if c["colour"] == "blue")
+    assert blue["release"] is None and blue["services"] == []
+
+
+def test_history_records_who_from_to_release_result(bg):
+    events = json.loads(bg.system.ok("history", "--json").stdout)
+    actions = [e["action"] for e in events]
+    assert {"deploy", "switch", "rollback", "down"} <= set(actions)
+    first = events[0]
+    assert first["source"] == "none" and first["target"] == "green" and first["result"] == "ok"
+    assert all(e["who"] and e["at"] and e["seconds"] >= 0 for e in events)
+    table = bg.system.ok("history").stdout
+    assert "rollback" in table and "rolled back" in table
+
+
+def test_teardown_refuses_while_a_colour_runs(bg):
+    refused = bg.system.cli("durable", "teardown", "devlocal")
+    assert refused.returncode == 1 and "green" in refused.stderr
