@@ -17,7 +17,12 @@ from echobase.platform.bluegreen import history
 from echobase.platform.bluegreen.lock import LockHeld
 from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
 from echobase.platform.durable.layer import DurableError
-from echobase.platform.release import ReleaseError, build_release, load_release
+from echobase.platform.release import (
+    ReleaseError,
+    build_release,
+    default_source,
+    load_release,
+)
 from echobase.platform.runtime.services import ServiceFailed
 from echobase.platform.stack import COLOURS, StackConfigError, check_colour, check_env
 
@@ -117,7 +122,7 @@ def deploy(
 
 def _build_working_tree(bluegreen: BlueGreen, progress: Any) -> Any:
     progress("building a release from the working tree")
-    release, _cached = build_release(bluegreen.stack.home, Path.cwd(), None)
+    release, _cached = build_release(bluegreen.stack.home, default_source(Path.cwd()), None)
     return release
 
 

@@ -16,6 +16,7 @@ from echobase.platform.release import (
     ReleaseError,
     build_release,
     colour_releases,
+    default_source,
     deps_layers,
     disk_usage,
     git_toplevel,
@@ -80,7 +81,7 @@ def build(
     state = _home(home)
     started = time.monotonic()
     try:
-        top = git_toplevel(source or Path.cwd())
+        top = git_toplevel(source) if source else default_source(Path.cwd())
         with console.status("building release") as status:
             release, cache_hit = build_release(state, top, ref, progress=status.update)
     except (ReleaseError, OSError) as exc:  # OSError: a full disk or an unwritable home

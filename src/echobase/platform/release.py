@@ -375,6 +375,22 @@ def git_toplevel(source: Path) -> Path:
         raise ReleaseError(f"{source} is not inside a git work tree") from None
 
 
+def default_source(cwd: Path) -> Path:
+    """The work tree to build when none is named: the one around ``cwd``, else the one
+    this echobase was installed from (an editable install from a clone)."""
+    try:
+        return git_toplevel(cwd)
+    except ReleaseError:
+        installed = Path(__file__).resolve().parents[3]
+        try:
+            return git_toplevel(installed)
+        except ReleaseError:
+            raise ReleaseError(
+                f"{cwd} is not inside a git work tree; run from the echobase clone or pass "
+                "--source DIR"
+            ) from None
+
+
 @dataclass(frozen=True)
 class Source:
     """What to build: the commit to archive and what to record about it."""
