@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from echobase.platform.runtime.files import private_dir
+from echobase.platform.runtime.files import private_dir, write_private
 
 
 class LockHeld(RuntimeError):
@@ -54,7 +54,7 @@ def deploy_lock(directory: Path, wait_seconds: float = 0) -> Iterator[None]:
             "command": " ".join(["echobase", *sys.argv[1:3]]),
             "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        path.with_suffix(".holder").write_text(json.dumps(holder))
+        write_private(path.with_suffix(".holder"), json.dumps(holder))
         try:
             yield
         finally:
