@@ -157,9 +157,8 @@ def test_switch_refuses_an_absent_or_unhealthy_colour(bg):
 
 
 def test_a_failing_health_gate_never_switches_and_leaves_live_untouched(bg, tmp_path):
-    from echobase.platform.release import build_release
-
     from bluegreen_support import second_commit
+    from echobase.platform.release import build_release
 
     source = second_commit(tmp_path)
     gateway_main = source / "src" / "echobase" / "app" / "gateway" / "__main__.py"
@@ -259,3 +258,57 @@ def test_history_records_who_from_to_release_result(bg):
 def test_teardown_refuses_while_a_colour_runs(bg):
     refused = bg.system.cli("durable", "teardown", "devlocal")
     assert refused.returncode == 1 and "green" in refused.stderr
+
+
+CONTRACTING_MIGRATION = '''"""Drop the order status column (a contract step).
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.drop_column("orders", "order_status")
+
+
+def downgrade() -> None:
+    raise NotImplementedError
+'''
+
+
+def test_a_contracting_migration_is_refused_without_allow_contract(bg, tmp_path):
+    from bluegreen_support import git, second_commit
+    from echobase.platform.release import build_release
+
+    source = second_commit(tmp_path)
+    versions = source / "src" / "echobase" / "app" / "db" / "migrations" / "versions"
+    (versions / "0002_drop_order_status.py").write_text(CONTRACTING_MIGRATION)
+    git(source, "add", "-A")
+    git(source, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "drop")
+    contracting, _ = build_release(bg.system.home, source, "HEAD")
+    live = active(bg)
+    refused = bg.system.cli("deploy", "--release", contracting.id)
+    assert refused.returncode == 1
+    assert "orders.order_status" in refused.stderr and "--allow-contract" in refused.stderr
+    assert active(bg) == live
+    assert "order_status" in order_columns(bg)  # nothing was applied
+
+
+def order_columns(bg: BlueGreenSystem) -> list[str]:
+    conn = app_connection(database(bg))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS"
+                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'orders'"
+            )
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
