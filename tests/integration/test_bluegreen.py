@@ -92,6 +92,7 @@ def test_first_deploy_goes_to_green_and_switches(bg):
         assert health.status_code == 200
         assert health.headers["x-served-by"] == "green"
         assert health.json()["version"] == bg.release_a.id
+        assert lb.get("/metrics").status_code == 404  # for Prometheus only, on its own port
     # the smoke user and its order were removed again
     conn = app_connection(database(bg))
     try:
@@ -112,6 +113,15 @@ def test_second_deploy_goes_to_blue_with_the_other_release_and_rollback_returns(
     assert releases == {"blue": bg.release_b.id, "green": bg.release_a.id}
     assert all(c["healthy"] for c in status["colours"])
     assert status["live"] == "blue"
+    # Prometheus discovers both colours from the files the deploys wrote
+    targets_dir = bg.system.plan("devlocal").prometheus.targets_dir
+    for colour in ("blue", "green"):
+        groups = json.loads((targets_dir / f"{colour}.json").read_text())
+        assert {g["labels"]["service"] for g in groups} == {"api-gateway", "order-processor"}
+        assert {g["labels"]["colour"] for g in groups} == {colour}
+    direct = bg.system.plan("devlocal").stack.ports.of("devlocal")["lb_blue"]
+    metrics = httpx.get(f"http://127.0.0.1:{direct}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "echobase_orders_accepted_total" in metrics.text
     rolled = json.loads(bg.system.ok("rollback", "--json").stdout)
     assert (rolled["from"], rolled["to"], rolled["action"]) == ("blue", "green", "rollback")
     assert active(bg) == "green"

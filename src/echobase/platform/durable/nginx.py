@@ -328,6 +328,14 @@ def _https_server(spec: LoadBalancerSpec) -> list[str]:
         '            return 200 "$echobase_live\\n";',
         "        }",
         "",
+        # The services' metrics are for Prometheus, which scrapes them on their own ports;
+        # production traffic never sees them.
+        "        location = /metrics {",
+        "            default_type application/json;",
+        *_headers(i3, https=True),
+        '            return 404 "{\\"error\\":\\"not found\\"}";',
+        "        }",
+        "",
         "        location /prometheus/ {",
         "            limit_req zone=echobase_prometheus burst=20 nodelay;",
         f'            auth_basic "echobase {spec.env} prometheus";',
