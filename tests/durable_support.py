@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform.durable import credentials
+from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.runtime.processes import free_port
 from echobase.platform.stack import (
@@ -104,6 +106,17 @@ class DurableSystem:
 
     def secret_values(self, env: str) -> dict[str, str]:
         return {name: self.secret(env, name) for name in SECRET_NAMES}
+
+    def query(self, env: str, sql: str) -> list[tuple]:
+        """As the app user, with the credentials the store holds (what the services use)."""
+        creds = DatabaseCredentials.from_secret(self.secret(env, credentials.DATABASE))
+        conn = app_connection(creds)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
 
     def supervisord_pid(self) -> int | None:
         pidfile = self.home / "supervisor" / "supervisord.pid"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import uuid
 
 import httpx
@@ -57,3 +58,28 @@ def token_from(response: httpx.Response) -> str:
     """The token in Set-Cookie (httpx will not resend a Secure cookie over plain HTTP)."""
     header = response.headers["set-cookie"]
     return header.split("echobase_token=", 1)[1].split(";", 1)[0]
+
+
+def revision_script(name: str, body: str) -> str:
+    """An Alembic revision 0002 after the shipped 0001, whose upgrade() runs ``body``."""
+    header = textwrap.dedent(
+        f'''\
+        """{name}.
+
+        Revision ID: 0002
+        Revises: 0001
+        """
+
+        import sqlalchemy as sa
+        from alembic import op
+
+        revision = "0002"
+        down_revision = "0001"
+        branch_labels = None
+        depends_on = None
+
+
+        def upgrade() -> None:
+        '''
+    )
+    return header + textwrap.indent(textwrap.dedent(body).strip(), "    ") + "\n"

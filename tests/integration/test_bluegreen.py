@@ -21,6 +21,7 @@ from echobase.platform.bluegreen.lock import deploy_lock
 from echobase.platform.bluegreen.pipeline import target_colour
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.runtime.services import supervisor_for
+from tests_support import revision_script
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -270,36 +271,14 @@ def test_teardown_refuses_while_a_colour_runs(bg):
     assert refused.returncode == 1 and "green" in refused.stderr
 
 
-CONTRACTING_MIGRATION = '''"""Drop the order status column (a contract step).
-
-Revision ID: 0002
-Revises: 0001
-"""
-
-from alembic import op
-
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.drop_column("orders", "order_status")
-
-
-def downgrade() -> None:
-    raise NotImplementedError
-'''
-
-
 def test_a_contracting_migration_is_refused_without_allow_contract(bg, tmp_path):
     from bluegreen_support import git, second_commit
     from echobase.platform.release import build_release
 
     source = second_commit(tmp_path)
     versions = source / "src" / "echobase" / "app" / "db" / "migrations" / "versions"
-    (versions / "0002_drop_order_status.py").write_text(CONTRACTING_MIGRATION)
+    script = revision_script("drop_order_status", 'op.drop_column("orders", "order_status")')
+    (versions / "0002_drop_order_status.py").write_text(script)
     git(source, "add", "-A")
     git(source, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "drop")
     contracting, _ = build_release(bg.system.home, source, "HEAD")

@@ -68,17 +68,6 @@ def credentials_of(system: DurableSystem, env: str) -> DatabaseCredentials:
     return DatabaseCredentials.from_secret(system.secret(env, "echobase/database/credentials"))
 
 
-def query(system: DurableSystem, env: str, sql: str) -> list[tuple]:
-    """As the app user, with the credentials the store holds (what the services use)."""
-    conn = app_connection(credentials_of(system, env))
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
 KEPT_ROWS = "SELECT COUNT(*) FROM users WHERE username = 'kept_row'"
 
 
@@ -216,9 +205,9 @@ def test_root_is_not_reachable_over_tcp_and_the_app_user_is_limited(system):
             connect_timeout=5,
         )
     assert denied.value.args[0] == 1045
-    assert query(system, "devlocal", "SELECT COUNT(*) FROM products") == [(11,)]
+    assert system.query("devlocal", "SELECT COUNT(*) FROM products") == [(11,)]
     with pytest.raises(pymysql.err.OperationalError):
-        query(system, "devlocal", "DROP TABLE orders")
+        system.query("devlocal", "DROP TABLE orders")
 
 
 def test_no_secret_in_logs_process_arguments_or_readable_files(system):
@@ -362,14 +351,13 @@ def test_devlocal_and_ci_run_at_once_with_separate_data(system):
     devlocal, ci = credentials_of(system, "devlocal"), credentials_of(system, "ci")
     assert devlocal.port != ci.port
     assert devlocal.password != ci.password
-    query(
-        system,
+    system.query(
         "devlocal",
         "INSERT INTO users (username, email, full_name, password_hash)"
         " VALUES ('kept_row', 'kept@example.com', 'Kept', 'x')",
     )
-    assert query(system, "devlocal", KEPT_ROWS) == [(1,)]
-    assert query(system, "ci", KEPT_ROWS) == [(0,)]
+    assert system.query("devlocal", KEPT_ROWS) == [(1,)]
+    assert system.query("ci", KEPT_ROWS) == [(0,)]
 
 
 def test_teardown_keeps_data_and_setup_brings_it_back(system):
@@ -383,7 +371,7 @@ def test_teardown_keeps_data_and_setup_brings_it_back(system):
     system.ok("durable", "setup", "devlocal")
     assert system.secret_values("devlocal") == secrets_before
     kept = "SELECT full_name FROM users WHERE username = 'kept_row'"
-    assert query(system, "devlocal", kept) == [("Kept",)]
+    assert system.query("devlocal", kept) == [("Kept",)]
 
 
 def test_the_whole_supervisor_stops_when_the_last_layer_goes(system):
@@ -400,7 +388,7 @@ def test_the_whole_supervisor_stops_when_the_last_layer_goes(system):
     assert not any(alive(pid) for pid in everything.values())
     # "after a reboot": nothing runs, the state directory holds everything
     system.ok("durable", "setup", "devlocal")
-    assert query(system, "devlocal", KEPT_ROWS) == [(1,)]
+    assert system.query("devlocal", KEPT_ROWS) == [(1,)]
 
 
 def test_teardown_with_volumes_wipes_the_environment(system):
@@ -412,7 +400,7 @@ def test_teardown_with_volumes_wipes_the_environment(system):
     assert not (system.home / "durable" / "devlocal").exists()
     system.ok("durable", "setup", "devlocal")
     assert system.secret("devlocal", "echobase/database/root") != old_root
-    assert query(system, "devlocal", KEPT_ROWS) == [(0,)]
+    assert system.query("devlocal", KEPT_ROWS) == [(0,)]
 
 
 def test_a_store_refusing_writes_means_no_database_is_created():

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from echobase.platform.contract import (
     pending_violations,
 )
 from echobase.platform.durable import mariadb
+from tests_support import revision_script
 
 TEST_DB = "eb_contract_test"
 
@@ -59,27 +59,7 @@ def with_revision(tmp_path: Path, name: str, body: str) -> Path:
     """A copy of the shipped migrations plus one more revision after 0001."""
     migrations = tmp_path / name
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    header = textwrap.dedent(
-        f'''\
-        """{name}.
-
-        Revision ID: 0002
-        Revises: 0001
-        """
-
-        import sqlalchemy as sa
-        from alembic import op
-
-        revision = "0002"
-        down_revision = "0001"
-        branch_labels = None
-        depends_on = None
-
-
-        def upgrade() -> None:
-        '''
-    )
-    script = header + textwrap.indent(textwrap.dedent(body).strip(), "    ") + "\n"
+    script = revision_script(name, body)
     (migrations / "versions" / f"0002_{name}.py").write_text(script)
     return migrations
 

@@ -12,8 +12,6 @@ import pytest
 
 from bluegreen_support import TEST_SERVICE_SETTINGS
 from durable_support import DurableSystem, alive
-from echobase.app.core.secrets import DatabaseCredentials
-from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.runtime.services import supervisor_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -33,19 +31,6 @@ def pids(system: DurableSystem) -> dict[str, int]:
     return {info.name: info.pid for info in supervisor.all_info() if info.pid}
 
 
-def query(system: DurableSystem, sql: str) -> list[tuple]:
-    creds = DatabaseCredentials.from_secret(
-        system.secret("devlocal", "echobase/database/credentials")
-    )
-    conn = app_connection(creds)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
 def test_up_from_nothing_serves_through_the_load_balancer(system):
     # cwd is the state directory (not a git tree): up builds the clone echobase came from
     result = system.cli("up", "--json", timeout=600)
@@ -58,8 +43,8 @@ def test_up_from_nothing_serves_through_the_load_balancer(system):
         health = lb.get("/health")
         assert health.status_code == 200 and health.headers["x-served-by"] == "green"
         assert lb.get("/api/v1/products").status_code == 401  # the API, behind JWT auth
-    query(
-        system,
+    system.query(
+        "devlocal",
         "INSERT INTO users (username, email, full_name, password_hash)"
         " VALUES ('up_kept', 'up@example.com', 'Up', 'x')",
     )
@@ -85,4 +70,5 @@ def test_down_all_then_up_brings_everything_back_with_the_data(system):
     assert again.returncode == 0, again.stderr[-4000:]
     assert json.loads(again.stdout)["result"] == "ok"
     assert system.ok("active").stdout.strip() in ("blue", "green")
-    assert query(system, "SELECT full_name FROM users WHERE username = 'up_kept'") == [("Up",)]
+    kept = "SELECT full_name FROM users WHERE username = 'up_kept'"
+    assert system.query("devlocal", kept) == [("Up",)]

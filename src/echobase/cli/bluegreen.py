@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from echobase.cli.durable import HomeOpt, JsonOpt, load_stack
+from echobase.cli.durable import HomeOpt, JsonOpt, checked_env, load_stack
 from echobase.platform.bluegreen import history
 from echobase.platform.bluegreen.lock import LockHeld
 from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
@@ -24,7 +25,7 @@ from echobase.platform.release import (
     load_release,
 )
 from echobase.platform.runtime.services import ServiceFailed
-from echobase.platform.stack import COLOURS, StackConfigError, check_colour, check_env
+from echobase.platform.stack import COLOURS, StackConfigError, check_colour
 
 console = Console(stderr=True)
 
@@ -36,12 +37,7 @@ FAILURES = (DeployError, DurableError, ReleaseError, LockHeld, ServiceFailed, St
 
 
 def _bluegreen(env: str, home: Path | None) -> BlueGreen:
-    try:
-        check_env(env)
-    except StackConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    return BlueGreen(load_stack(home), env)
+    return BlueGreen(load_stack(home), checked_env(env))
 
 
 def _progress(status: Any) -> Any:
@@ -126,6 +122,17 @@ def _build_working_tree(bluegreen: BlueGreen, progress: Any) -> Any:
     return release
 
 
+def _traffic(
+    env: str, home: Path | None, as_json: bool, move: Callable[[BlueGreen], Outcome]
+) -> None:
+    bluegreen = _bluegreen(env, home)
+    try:
+        outcome = move(bluegreen)
+    except FAILURES as exc:
+        raise _fail(exc) from None
+    _report(outcome, as_json, bluegreen.durable.plan.lb_url)
+
+
 def switch(
     colour: Annotated[str, typer.Argument(help="blue or green")],
     env: EnvOpt = "devlocal",
@@ -134,12 +141,7 @@ def switch(
     as_json: JsonOpt = False,
 ) -> None:
     """Send production traffic to a colour (refused unless it runs healthy)."""
-    bluegreen = _bluegreen(env, home)
-    try:
-        outcome = bluegreen.switch(check_colour(colour), lock_wait)
-    except FAILURES as exc:
-        raise _fail(exc) from None
-    _report(outcome, as_json, bluegreen.durable.plan.lb_url)
+    _traffic(env, home, as_json, lambda bg: bg.switch(check_colour(colour), lock_wait))
 
 
 def rollback(
@@ -149,12 +151,7 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Switch back to the other colour, if it still runs healthy."""
-    bluegreen = _bluegreen(env, home)
-    try:
-        outcome = bluegreen.rollback(lock_wait)
-    except FAILURES as exc:
-        raise _fail(exc) from None
-    _report(outcome, as_json, bluegreen.durable.plan.lb_url)
+    _traffic(env, home, as_json, lambda bg: bg.rollback(lock_wait))
 
 
 def active(env: EnvOpt = "devlocal", home: HomeOpt = None) -> None:

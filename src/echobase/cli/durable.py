@@ -37,13 +37,17 @@ def load_stack(home: Path | None) -> Stack:
         raise typer.Exit(2) from None
 
 
-def _layer(env: str, home: Path | None, progress: bool = True) -> DurableLayer:
+def checked_env(env: str) -> str:
+    """An unknown environment is a usage error (exit 2), said before anything starts."""
     try:
-        check_env(env)
+        return check_env(env)
     except StackConfigError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    return DurableLayer(load_stack(home), env)
+
+
+def _layer(env: str, home: Path | None) -> DurableLayer:
+    return DurableLayer(load_stack(home), checked_env(env))
 
 
 def _fail(exc: Exception) -> typer.Exit:
