@@ -37,7 +37,8 @@ FAILURES = (DeployError, DurableError, ReleaseError, LockHeld, ServiceFailed, St
 
 
 def _bluegreen(env: str, home: Path | None) -> BlueGreen:
-    return BlueGreen(load_stack(home), checked_env(env))
+    env = checked_env(env)  # a usage error first: it needs no configuration
+    return BlueGreen(load_stack(home), env)
 
 
 def _progress(status: Any) -> Any:

@@ -47,7 +47,8 @@ def checked_env(env: str) -> str:
 
 
 def _layer(env: str, home: Path | None) -> DurableLayer:
-    return DurableLayer(load_stack(home), checked_env(env))
+    env = checked_env(env)  # a usage error first: it needs no configuration
+    return DurableLayer(load_stack(home), env)
 
 
 def _fail(exc: Exception) -> typer.Exit:
