@@ -691,6 +691,21 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
     return release
 
 
+def clone_with_commit(source: Path, dest: Path, files: Mapping[str, str], message: str) -> Path:
+    """A clone of the HEAD of the work tree around ``source`` at ``dest``, plus one commit
+    writing ``files`` (path relative to the top -> text): a second, different release of the
+    same code, for exercising or measuring a deploy from one release to another."""
+    top = git_toplevel(source)
+    _git(top, "clone", "-q", str(top), str(dest), what="cloning")
+    for relative, text in files.items():
+        path = dest / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    _git(dest, "add", "-A", what="staging the change")
+    _git(dest, "commit", "-qm", message, what="committing the change")
+    return dest
+
+
 def list_releases(home: Path) -> list[Release]:
     """Every published release, newest first."""
     root = releases_dir(home.expanduser().resolve())

@@ -524,6 +524,36 @@ def install_certificate(spec: LoadBalancerSpec, cert_pem: str, key_pem: str) -> 
     write_private(spec.key_file, key_pem)
 
 
+def worker_processes(master_pid: int, proc: Path = Path("/proc")) -> dict[int, bool]:
+    """The nginx master's children (its workers): pid -> whether it is shutting down.
+
+    After a reload the old workers go on accepting new connections, with the old config,
+    until each has read the master's quit message; in that same step of its event loop a
+    worker retitles itself "worker process is shutting down" and closes its listening
+    sockets. So the title is the one sign, from outside, that a worker takes no more
+    connections; one answer from a new worker proves nothing about the others."""
+    found: dict[int, bool] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name in parentheses may contain spaces: split after the last ')'.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid != master_pid:
+                continue
+            title = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile, or not ours to read
+        found[int(entry.name)] = b"shutting down" in title
+    return found
+
+
+def old_workers_retired(master_pid: int, old: set[int]) -> bool:
+    """True once every worker of ``old`` has exited or is shutting down."""
+    current = worker_processes(master_pid)
+    return all(current[pid] for pid in old if pid in current)
+
+
 def current_active(spec: LoadBalancerSpec) -> str | None:
     try:
         text = spec.config_path.read_text()
