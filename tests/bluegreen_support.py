@@ -8,9 +8,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from echobase.platform.release import Release, build_release
-
 from durable_support import DurableSystem
+from echobase.platform.release import Release, build_release, clone_with_commit
 
 REPO = Path(__file__).resolve().parent.parent
 # Fast and permissive where tests need it; the same keys a team would put in echobase.toml.
@@ -27,24 +26,11 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def second_commit(workdir: Path, change: str = "") -> Path:
+def second_commit(workdir: Path) -> Path:
     """A clone of this repository's HEAD with one more commit (a different release)."""
-    clone = workdir / "src-b"
-    git(workdir, "clone", "-q", str(REPO), str(clone))
-    marker = clone / "src" / "echobase" / "app" / "release_note.py"
-    marker.write_text(f'"""A second commit for the blue-green tests."""\n{change}\nNOTE = "b"\n')
-    git(clone, "add", "-A")
-    git(
-        clone,
-        "-c",
-        "user.name=echobase tests",
-        "-c",
-        "user.email=tests@echobase.invalid",
-        "commit",
-        "-qm",
-        "second release",
-    )
-    return clone
+    note = '"""A second commit for the blue-green tests."""\nNOTE = "b"\n'
+    files = {"src/echobase/app/release_note.py": note}
+    return clone_with_commit(REPO, workdir / "src-b", files, "second release")
 
 
 @dataclass
