@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-import boto3
 import typer
 from rich.console import Console
 
-from echobase.app.core.config import ServiceSettings
-from echobase.app.core.secrets import SecretUnavailableError, load_database_credentials
-from echobase.app.db.migrate import upgrade
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, ensure_queues
 
 console = Console(stderr=True)
@@ -29,6 +25,8 @@ def create_queues(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Create the order queue and its dead-letter queue (maxReceiveCount 3); idempotent."""
+    import boto3  # here: every echobase command would pay for it (a switch waits on that)
+
     sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
     urls = ensure_queues(sqs, queue_name, dlq_name, visibility_timeout)
     if as_json:
@@ -40,6 +38,10 @@ def create_queues(
 @db.command("upgrade")
 def upgrade_schema() -> None:
     """Apply pending migrations, with credentials read from Secrets Manager."""
+    from echobase.app.core.config import ServiceSettings
+    from echobase.app.core.secrets import SecretUnavailableError, load_database_credentials
+    from echobase.app.db.migrate import upgrade
+
     try:
         credentials = load_database_credentials(ServiceSettings())
     except SecretUnavailableError as exc:

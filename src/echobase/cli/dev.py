@@ -10,15 +10,17 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from echobase.platform.devstack import DevStack, StackPorts, service_env
 from echobase.platform.stack import default_home as stack_home
 from echobase.platform.stack import resolve_ports
+
+if TYPE_CHECKING:
+    from echobase.platform.devstack import StackPorts
 
 console = Console()
 app = typer.Typer(help="Run the order system locally in the foreground.", no_args_is_help=True)
@@ -30,6 +32,8 @@ def default_home() -> Path:
 
 def offset_ports(offset: int) -> StackPorts:
     """The devlocal environment's and the blue colour's ports from the one port table."""
+    from echobase.platform.devstack import StackPorts
+
     ports = resolve_ports(offset)
     durable, blue = ports.of("devlocal"), ports.of("blue")
     return StackPorts(durable["mariadb"], durable["secrets"], blue["gateway"], blue["processor"])
@@ -51,6 +55,9 @@ def up(
     # SIGTERM (systemd, `timeout`, a CI runner) must stop the children as Ctrl-C does:
     # they run in sessions of their own and would otherwise outlive this command.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Here, not at the top: every echobase command would pay for loading the SDKs.
+    from echobase.platform.devstack import DevStack, service_env
+
     stack = DevStack((home or default_home()).resolve(), offset_ports(port_offset))
     stack.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     gateway_url = f"http://127.0.0.1:{stack.ports.gateway}"

@@ -12,11 +12,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from echobase import __version__
+from echobase.app.core.names import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
 
 Colour = Literal["blue", "green", "none"]
 
-DEFAULT_DB_SECRET = "echobase/database/credentials"  # noqa: S105 - a name, not a value
-DEFAULT_JWT_SECRET = "echobase/api-gateway/jwt"  # noqa: S105 - a name, not a value
+__all__ = ["DEFAULT_DB_SECRET", "DEFAULT_JWT_SECRET"]
 
 
 def _split_csv(value: object) -> object:

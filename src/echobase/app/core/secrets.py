@@ -6,14 +6,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
-from sqlalchemy import URL
+# The SDK and SQLAlchemy load where they are used: the CLI imports this module for
+# DatabaseCredentials, and every millisecond of its start-up delays a switch.
+if TYPE_CHECKING:
+    from sqlalchemy import URL
 
-from echobase.app.core.config import ServiceSettings
+    from echobase.app.core.config import ServiceSettings
 
 # While the durable layer is still being set up the secret (or the store) may not exist yet:
 # those are worth waiting for. Anything else (access denied, bad request) will not heal itself.
@@ -36,6 +36,8 @@ class DatabaseCredentials:
         return f"DatabaseCredentials({self.username}@{self.host}:{self.port}/{self.dbname})"
 
     def url(self, driver: str = "asyncmy") -> URL:
+        from sqlalchemy import URL
+
         return URL.create(
             f"mariadb+{driver}",
             username=self.username,
@@ -65,6 +67,9 @@ class DatabaseCredentials:
 
 
 def secrets_client(settings: ServiceSettings) -> Any:
+    import boto3
+    from botocore.config import Config
+
     return boto3.client(
         "secretsmanager",
         region_name=settings.aws_region,
@@ -81,6 +86,8 @@ def fetch_secret(
     clock: Callable[[], float] = time.monotonic,
 ) -> str:
     """Return the secret string, waiting with backoff while it does not exist yet."""
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
     deadline = clock() + wait_seconds
     delay = 0.2
     while True:

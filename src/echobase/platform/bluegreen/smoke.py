@@ -10,11 +10,13 @@ import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
-
-import httpx
+from typing import TYPE_CHECKING
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform.durable.mariadb import app_connection
+
+if TYPE_CHECKING:  # httpx loads with the first smoke test, not with every CLI command
+    import httpx
 
 ORDER_VISIBLE_SECONDS = 5.0
 SMOKE_PASSWORD_BYTES = 18
@@ -62,6 +64,8 @@ def before_promotion(
     url: str, origin: str, colour: str, user: SmokeUser, database: DatabaseCredentials
 ) -> None:
     """On the colour's direct port: what a user does, end to end, down to the database."""
+    import httpx
+
     headers = {"Origin": origin}
     with httpx.Client(base_url=url, timeout=10, headers=headers) as http:
         health = _expect(http.get("/health"), 200, "health").json()
@@ -104,6 +108,8 @@ def before_promotion(
 
 def after_promotion(url: str, colour: str, user: SmokeUser, verify: ssl.SSLContext) -> None:
     """Through the production URL: the live route reaches the new colour, sessions hold."""
+    import httpx
+
     with httpx.Client(base_url=url, timeout=10, verify=verify) as http:
         health = _expect(http.get("/health"), 200, "health through the LB")
         _served_by(health, colour, "health through the LB")

@@ -15,15 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from echobase.app.core.config import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
+from echobase.app.core.names import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
 from echobase.app.core.secrets import DatabaseCredentials, SecretUnavailableError
 
 # moto accepts any key pair; these are names, not credentials.
@@ -52,6 +46,10 @@ def kms_alias(env: str) -> str:
 
 
 def aws_client(service: str, endpoint_url: str) -> Any:
+    # The SDK loads here, not with the module: most CLI commands never need a client.
+    import boto3
+    from botocore.config import Config
+
     return boto3.client(
         service,
         endpoint_url=endpoint_url,
@@ -118,6 +116,11 @@ class DurableSecrets:
 
 def self_signed_certificate(hosts: list[str], days: int = 397) -> tuple[str, str]:
     """A certificate for the LB's loopback names; 397 days is what browsers still accept."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "echobase load balancer")])
     now = dt.datetime.now(dt.UTC)

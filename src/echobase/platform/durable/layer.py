@@ -17,9 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bcrypt
-import pymysql
 
-from echobase.app.db.migrate import upgrade
 from echobase.platform.durable import credentials, mariadb, nginx, prometheus
 from echobase.platform.durable.credentials import DurableSecrets
 from echobase.platform.durable.plan import DurablePlan
@@ -133,6 +131,8 @@ class DurableLayer:
         mariadb.bootstrap(server, app, secrets.root_password)
         if repair:
             mariadb.run_admin(server, mariadb.repair_statements(app))
+        from echobase.app.db.migrate import upgrade  # alembic: only setup needs it
+
         upgrade(mariadb.admin_url(server, app.dbname))
         problem = mariadb.verify_app_login(app)
         if problem is not None:
@@ -210,7 +210,7 @@ class DurableLayer:
         try:
             mariadb.admin_connection(server).close()
             return True
-        except pymysql.err.MySQLError:
+        except Exception:
             return False
 
     def tls_context(self) -> ssl.SSLContext:

@@ -11,13 +11,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import pymysql
-from sqlalchemy import URL
+from typing import TYPE_CHECKING
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform.runtime.files import write_private, write_private_if_changed
 from echobase.platform.runtime.processes import python_executable, spawn
+
+# The driver and SQLAlchemy load where used: the CLI imports this module on every command.
+if TYPE_CHECKING:
+    import pymysql
+    from sqlalchemy import URL
 
 
 class MariaDBError(RuntimeError):
@@ -215,6 +218,8 @@ def start(server: MariaDBServer) -> subprocess.Popen[bytes]:
 
 
 def admin_connection(server: MariaDBServer) -> pymysql.connections.Connection:
+    import pymysql
+
     return pymysql.connect(
         unix_socket=str(server.socket), user=server.os_user, autocommit=True, connect_timeout=2
     )
@@ -224,6 +229,8 @@ def app_connection(
     credentials: DatabaseCredentials, autocommit: bool = True
 ) -> pymysql.connections.Connection:
     """A plain connection as the app user, for tools, tests and benchmarks."""
+    import pymysql
+
     return pymysql.connect(
         host=credentials.host,
         port=credentials.port,
@@ -236,6 +243,8 @@ def app_connection(
 
 
 def wait_ready(server: MariaDBServer, process: subprocess.Popen[bytes], timeout: float) -> None:
+    import pymysql
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -275,6 +284,8 @@ def admin_url(server: MariaDBServer, dbname: str) -> URL:
 
 def verify_app_login(credentials: DatabaseCredentials) -> str | None:
     """None when the app user logs in with the stored credentials, else the server's reason."""
+    import pymysql
+
     try:
         app_connection(credentials).close()
     except pymysql.err.OperationalError as exc:
