@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from echobase.platform.runtime.processes import free_port
+from echobase.platform.runtime.processes import free_ports
 from echobase.platform.stack import free_port_overrides, render_ports_toml
 
 ECHOBASE = str(Path(sys.executable).parent / "echobase")
@@ -59,7 +59,7 @@ def status(home: Path) -> list[dict[str, object]]:
 
 def one_run() -> dict[str, float]:
     home = Path(tempfile.mkdtemp(prefix="eb-bench-", dir="/tmp"))
-    (home / "echobase.toml").write_text(render_ports_toml(free_port_overrides(free_port)))
+    (home / "echobase.toml").write_text(render_ports_toml(free_port_overrides(free_ports)))
     try:
         figures = {"cold": run(home, "durable", "setup", "devlocal")}
         figures["again"] = run(home, "durable", "setup", "devlocal")

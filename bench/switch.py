@@ -50,7 +50,7 @@ import httpx
 from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.release import build_release, clone_with_commit
-from echobase.platform.runtime.processes import free_port
+from echobase.platform.runtime.processes import free_ports
 from echobase.platform.stack import Stack, free_port_overrides, render_ports_toml
 
 ECHOBASE = str(Path(sys.executable).parent / "echobase")
@@ -77,7 +77,7 @@ class System:
     def create(cls) -> System:
         # Short: unix socket paths (supervisor, MariaDB) must stay under 108 bytes.
         home = Path(tempfile.mkdtemp(prefix="eb-bench-", dir="/tmp"))
-        (home / "echobase.toml").write_text(render_ports_toml(free_port_overrides(free_port)))
+        (home / "echobase.toml").write_text(render_ports_toml(free_port_overrides(free_ports)))
         (home / "echobase.toml").chmod(0o600)
         return cls(home)
 

@@ -19,7 +19,7 @@ from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform.durable import credentials
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
-from echobase.platform.runtime.processes import free_port
+from echobase.platform.runtime.processes import free_ports
 from echobase.platform.stack import (
     ENVIRONMENTS,
     Stack,
@@ -56,7 +56,7 @@ class DurableSystem:
     def create(cls, services: dict[str, str] | None = None) -> DurableSystem:
         # Short: unix socket paths (supervisor, MariaDB) must stay under 108 bytes.
         home = Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp"))
-        ports = free_port_overrides(free_port)
+        ports = free_port_overrides(free_ports)
         settings = "".join(f'{key} = "{value}"\n' for key, value in (services or {}).items())
         toml = render_ports_toml(ports) + (f"[services]\n{settings}" if settings else "")
         (home / "echobase.toml").write_text(toml)

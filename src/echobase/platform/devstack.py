@@ -25,7 +25,7 @@ from echobase.app.db.migrate import upgrade
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, QueueUrls, ensure_queues
 from echobase.platform.durable import mariadb
 from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
-from echobase.platform.runtime.processes import free_port, spawn, terminate, wait_http
+from echobase.platform.runtime.processes import free_ports, spawn, terminate, wait_http
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class StackPorts:
 
     @classmethod
     def free(cls) -> StackPorts:
-        return cls(free_port(), free_port(), free_port(), free_port())
+        return cls(*free_ports(4))
 
 
 def aws_emulator_command(host: str, port: int) -> list[str]:

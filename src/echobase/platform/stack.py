@@ -189,14 +189,16 @@ def render_ports_toml(overrides: Mapping[str, Mapping[str, int]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def free_port_overrides(pick: Callable[[], int]) -> dict[str, dict[str, int]]:
-    """Every port of a system from ``pick`` (a free-port finder): for a second system
+def free_port_overrides(pick: Callable[[int], list[int]]) -> dict[str, dict[str, int]]:
+    """Every port of a system from ``pick`` (n -> n distinct free ports): for a second system
     beside a running one, in tests and benchmarks."""
-    return {
-        owner: {key: pick() for key in ports}
+    tables = [
+        (owner, list(ports))
         for defaults in (DEFAULT_DURABLE_PORTS, DEFAULT_COLOUR_PORTS)
         for owner, ports in defaults.items()
-    }
+    ]
+    chosen = iter(pick(sum(len(keys) for _, keys in tables)))
+    return {owner: {key: next(chosen) for key in keys} for owner, keys in tables}
 
 
 def _integer(value: object, where: str) -> int:

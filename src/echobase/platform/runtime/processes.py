@@ -20,6 +20,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports: all bound at once, so none is handed out twice (one
+    at a time, the kernel may give a just-closed port again)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def spawn(
     argv: Sequence[str], log_file: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
