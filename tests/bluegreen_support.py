@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from durable_support import DurableSystem
+from echobase.app.core.secrets import DatabaseCredentials
+from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.release import Release, build_release, clone_with_commit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,3 +54,28 @@ class BlueGreenSystem:
     def destroy(self) -> None:
         self.system.destroy()  # supervisord's shutdown stops the colours too
         subprocess.run(["rm", "-rf", str(self.workdir)], check=False)
+
+
+def database(bg: BlueGreenSystem) -> DatabaseCredentials:
+    return DatabaseCredentials.from_secret(
+        bg.system.secret("devlocal", "echobase/database/credentials")
+    )
+
+
+def stored_orders(bg: BlueGreenSystem, uids: list[str]) -> dict[str, int]:
+    conn = app_connection(database(bg))
+    try:
+        with conn.cursor() as cur:
+            found: dict[str, int] = {}
+            for start in range(0, len(uids), 1000):
+                chunk = uids[start : start + 1000]
+                marks = ",".join(["%s"] * len(chunk))
+                cur.execute(
+                    f"SELECT order_uid, COUNT(*) FROM orders WHERE order_uid IN ({marks})"
+                    " GROUP BY order_uid",
+                    chunk,
+                )
+                found.update({uid: n for uid, n in cur.fetchall()})
+            return found
+    finally:
+        conn.close()

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bluegreen_support import BlueGreenSystem
-from echobase.app.core.secrets import DatabaseCredentials
+from bluegreen_support import BlueGreenSystem, database, stored_orders
 from echobase.platform.bluegreen.lock import deploy_lock
 from echobase.platform.bluegreen.pipeline import target_colour
 from echobase.platform.durable.mariadb import app_connection
@@ -43,27 +42,6 @@ def lb_client(bg: BlueGreenSystem) -> httpx.Client:
     plan = bg.system.plan("devlocal")
     context = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
     return httpx.Client(base_url=plan.lb_url, verify=context, timeout=10)
-
-
-def database(bg: BlueGreenSystem) -> DatabaseCredentials:
-    return DatabaseCredentials.from_secret(
-        bg.system.secret("devlocal", "echobase/database/credentials")
-    )
-
-
-def count_orders(bg: BlueGreenSystem, uids: list[str]) -> dict[str, int]:
-    conn = app_connection(database(bg))
-    try:
-        with conn.cursor() as cur:
-            marks = ",".join(["%s"] * len(uids))
-            cur.execute(
-                f"SELECT order_uid, COUNT(*) FROM orders WHERE order_uid IN ({marks})"
-                " GROUP BY order_uid",
-                uids,
-            )
-            return {uid: n for uid, n in cur.fetchall()}
-    finally:
-        conn.close()
 
 
 def deploy(bg: BlueGreenSystem, *args: str, release: str | None = None) -> dict:
@@ -240,12 +218,12 @@ def test_down_of_a_colour_with_200_queued_orders_loses_none(bg):
             r = http.post("/api/v1/orders", json={"productId": 2, "quantity": 1}, headers=auth)
             assert r.status_code == 201, r.text
             uids.append(r.json()["order"]["orderId"])
-    assert count_orders(bg, uids) == {}
+    assert stored_orders(bg, uids) == {}
     result = bg.system.ok("down", "blue", "--drain-timeout", "2")
     assert "200 moved to the live colour" in result.stderr
     deadline = time.monotonic() + 30
     while True:
-        counts = count_orders(bg, uids)
+        counts = stored_orders(bg, uids)
         if len(counts) == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -57,8 +57,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bluegreen_support import BlueGreenSystem
-from echobase.app.core.secrets import DatabaseCredentials
+from bluegreen_support import BlueGreenSystem, database, stored_orders
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.release import Release
 
@@ -218,31 +217,6 @@ def run_operation(bg: BlueGreenSystem, *args: str) -> Operation:
     live = bg.system.ok("active").stdout.strip()
     assert live == outcome["to"], f"{args} said {outcome['to']}, `active` says {live}"
     return Operation(args, started, time.monotonic(), outcome, live)
-
-
-def database(bg: BlueGreenSystem) -> DatabaseCredentials:
-    return DatabaseCredentials.from_secret(
-        bg.system.secret("devlocal", "echobase/database/credentials")
-    )
-
-
-def stored_orders(bg: BlueGreenSystem, uids: list[str]) -> dict[str, int]:
-    conn = app_connection(database(bg))
-    try:
-        with conn.cursor() as cur:
-            found: dict[str, int] = {}
-            for start in range(0, len(uids), 1000):
-                chunk = uids[start : start + 1000]
-                marks = ",".join(["%s"] * len(chunk))
-                cur.execute(
-                    f"SELECT order_uid, COUNT(*) FROM orders WHERE order_uid IN ({marks})"
-                    " GROUP BY order_uid",
-                    chunk,
-                )
-                found.update({uid: n for uid, n in cur.fetchall()})
-            return found
-    finally:
-        conn.close()
 
 
 def orders_per_user(bg: BlueGreenSystem, usernames: list[str]) -> dict[str, int]:
