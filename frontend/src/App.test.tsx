@@ -1,0 +1,85 @@
+import { render, screen, waitFor } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { ServedBy } from "./components/ServedBy";
+import { ADA, mockFetch, renderApp } from "./test-helpers";
+
+afterEach(() => vi.unstubAllGlobals());
+
+describe("routes and the session", () => {
+  it.each(["/", "/orders", "/my-orders", "/nowhere"])("sends a signed-out visitor from %s to login", async (path) => {
+    mockFetch(() => ({ status: 401, body: {} }));
+    renderApp(path, false);
+    expect(await screen.findByRole("heading", { name: "Login" })).toBeInTheDocument();
+  });
+
+  it("sends a signed-in user from / and /login to the order form", async () => {
+    mockFetch(() => ({ body: { products: [] } }));
+    renderApp("/login");
+    expect(await screen.findByRole("heading", { name: "Echobase Order System" })).toBeInTheDocument();
+  });
+
+  it("shows a failed login in an alert and stores nothing", async () => {
+    mockFetch(() => ({ status: 401, body: { error: "Authentication failed", message: "Invalid username or password" } }));
+    renderApp("/login", false);
+    await userEvent.type(screen.getByLabelText("Username"), "ada");
+    await userEvent.type(screen.getByLabelText("Password"), "wrong");
+    await userEvent.click(screen.getByRole("button", { name: "Login" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent("Invalid username or password");
+    expect(sessionStorage.getItem("user")).toBeNull();
+  });
+
+  it("keeps the signed-in user's public fields after login", async () => {
+    mockFetch((url) =>
+      url.endsWith("/auth/login") ? { body: { success: true, user: ADA } } : { body: { products: [] } },
+    );
+    renderApp("/login", false);
+    await userEvent.type(screen.getByLabelText("Username"), "ada");
+    await userEvent.type(screen.getByLabelText("Password"), "Passw0rdX");
+    await userEvent.click(screen.getByRole("button", { name: "Login" }));
+    await screen.findByText("Logged in as: Ada Lovelace");
+    expect(JSON.parse(sessionStorage.getItem("user") ?? "null")).toEqual(ADA);
+  });
+
+  it("logs out through the API, clears storage and goes to login", async () => {
+    const fetch = mockFetch(() => ({ body: { products: [] } }));
+    renderApp("/orders");
+    const logout = await screen.findByRole("button", { name: "Logout" });
+    expect(logout).toHaveAttribute("type", "button");
+    await userEvent.click(logout);
+    await screen.findByRole("heading", { name: "Login" });
+    expect(sessionStorage.length).toBe(0);
+    expect(fetch.mock.calls.some(([url, init]) => String(url).endsWith("/auth/logout") && init?.method === "POST")).toBe(true);
+  });
+
+  it("refuses a bad registration before sending anything", async () => {
+    const fetch = mockFetch(() => ({ body: {} }));
+    renderApp("/register", false);
+    await userEvent.type(screen.getByLabelText("Username"), "ada");
+    await userEvent.type(screen.getByLabelText("Email"), "ada@example.com");
+    await userEvent.type(screen.getByLabelText("Full name"), "<b>Ada</b>");
+    await userEvent.type(screen.getByLabelText("Password"), "Passw0rdX");
+    await userEvent.type(screen.getByLabelText("Confirm password"), "Passw0rdX");
+    await userEvent.click(screen.getByRole("button", { name: "Create Account" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent(/Full name/);
+    expect(fetch.mock.calls.filter(([url]) => String(url).includes("/auth/"))).toHaveLength(0);
+  });
+
+  it("shows the footer's colour and release", async () => {
+    mockFetch((url) =>
+      url.endsWith("/meta") ? { body: { colour: "green", release: "0.1.0-abc", version: "0.1.0" } } : { status: 401, body: {} },
+    );
+    render(<ServedBy />);
+    await waitFor(() => expect(screen.getByTestId("colour")).toHaveTextContent("green"));
+    expect(screen.getByTestId("release")).toHaveTextContent("0.1.0-abc");
+    expect(document.querySelector("footer")).toHaveClass("colour-green");
+  });
+});
+
+describe("the footer without an answer", () => {
+  it("says unknown when the meta endpoint fails", async () => {
+    mockFetch(() => ({ status: 503, body: {} }));
+    render(<ServedBy />);
+    await waitFor(() => expect(screen.getByTestId("colour")).toHaveTextContent("unknown"));
+  });
+});

@@ -1,0 +1,97 @@
+/** The gateway's API on the same origin. Every failure becomes an ApiError with a message a
+ * person can read; a 401 anywhere but the login call itself ends the session. */
+import type { User } from "./session";
+import type { Order } from "./logic/sortOrders";
+
+export interface Product {
+  id: number;
+  name: string;
+  cost: string;
+  sku: string;
+}
+
+export interface Meta {
+  colour: string;
+  release: string;
+  version: string;
+}
+
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+type Unauthorised = () => void;
+let onUnauthorised: Unauthorised = () => {};
+
+/** Called on any 401 (except a failed login): the app signs the user out. */
+export function setUnauthorisedHandler(handler: Unauthorised): void {
+  onUnauthorised = handler;
+}
+
+interface ErrorBody {
+  error?: string;
+  message?: string;
+  details?: { msg?: string }[];
+}
+
+function messageOf(body: ErrorBody | null, status: number): string {
+  if (body?.details?.length) {
+    return body.details.map((d) => d.msg ?? "Invalid value").join(". ");
+  }
+  if (body?.message) return body.message;
+  if (body?.error) return body.error;
+  return status >= 500 ? "The service is unavailable; please try again" : `Request failed (${status})`;
+}
+
+async function request<T>(
+  method: "GET" | "POST",
+  path: string,
+  body?: unknown,
+  options: { signOutOn401?: boolean } = {},
+): Promise<T> {
+  let response: Response;
+  try {
+    response = await fetch(`/api/v1${path}`, {
+      method,
+      credentials: "same-origin",
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError("Cannot reach the server; check your connection and try again", 0);
+  }
+  let parsed: unknown = null;
+  try {
+    parsed = await response.json();
+  } catch {
+    parsed = null;
+  }
+  if (!response.ok) {
+    if (response.status === 401 && options.signOutOn401 !== false) onUnauthorised();
+    throw new ApiError(messageOf(parsed as ErrorBody | null, response.status), response.status);
+  }
+  return parsed as T;
+}
+
+interface AuthAnswer {
+  user: User;
+}
+
+export const api = {
+  login: (username: string, password: string) =>
+    request<AuthAnswer>("POST", "/auth/login", { username, password }, { signOutOn401: false }),
+  register: (form: { username: string; email: string; fullName: string; password: string }) =>
+    request<AuthAnswer>("POST", "/auth/register", form),
+  logout: () => request<unknown>("POST", "/auth/logout", {}, { signOutOn401: false }),
+  products: () => request<{ products: Product[] }>("GET", "/products?limit=200"),
+  placeOrder: (productId: number, quantity: number) =>
+    request<{ messageId: string }>("POST", "/orders", { productId, quantity }),
+  orders: () => request<{ orders: Order[] }>("GET", "/orders"),
+  meta: () => request<Meta>("GET", "/meta", undefined, { signOutOn401: false }),
+};

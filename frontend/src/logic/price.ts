@@ -1,0 +1,36 @@
+/** Money as integer cents, so that 0.1 × 3 is 0.30 and never 0.30000000000000004. */
+
+/** "249.99" -> 24999; null for anything that is not a non-negative amount with ≤ 2 decimals. */
+export function toCents(amount: string): number | null {
+  const match = /^(\d+)(?:\.(\d{1,2}))?$/.exec(amount.trim());
+  if (!match) return null;
+  const whole = Number(match[1]);
+  const fraction = Number((match[2] ?? "").padEnd(2, "0"));
+  return whole * 100 + fraction;
+}
+
+/** A whole number of items from 1 to 10000 (the API's range), else null. */
+export function parseQuantity(value: string): number | null {
+  if (!/^\d+$/.test(value.trim())) return null;
+  const quantity = Number(value);
+  return quantity >= 1 && quantity <= 10_000 ? quantity : null;
+}
+
+/** cost × quantity in cents; 0 when either is missing or invalid. */
+export function totalCents(cost: string | undefined, quantity: string): number {
+  const cents = cost === undefined ? null : toCents(cost);
+  const count = parseQuantity(quantity);
+  return cents === null || count === null ? 0 : cents * count;
+}
+
+/** 14997 -> "$149.97", with thousands separators. */
+export function formatCents(cents: number): string {
+  const whole = Math.floor(cents / 100).toLocaleString("en-US");
+  return `$${whole}.${String(cents % 100).padStart(2, "0")}`;
+}
+
+/** "59.98" -> "$59.98" (the API sends totals as decimal strings). */
+export function formatAmount(amount: string): string {
+  const cents = toCents(amount);
+  return cents === null ? amount : formatCents(cents);
+}

@@ -1,0 +1,24 @@
+/// <reference types="vitest/config" />
+import react from "@vitejs/plugin-react";
+import { defineConfig } from "vite";
+
+// `npm run dev` proxies the API to a gateway: ECHOBASE_API_URL, else blue's default port.
+const api = process.env.ECHOBASE_API_URL ?? "http://127.0.0.1:3102";
+
+export default defineConfig({
+  plugins: [react()],
+  base: "/",
+  build: {
+    sourcemap: false,
+    // The polyfill would be an inline script, which the Content-Security-Policy refuses.
+    modulePreload: { polyfill: false },
+    assetsInlineLimit: 0,
+  },
+  server: { proxy: { "/api": api, "/health": api } },
+  test: {
+    environment: "jsdom",
+    globals: true,
+    setupFiles: ["./src/test-setup.ts"],
+    css: false,
+  },
+});
