@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from echobase.platform import frontend
 from echobase.platform.stack import COLOURS
 
 RELEASES_DIR = "releases"
@@ -81,10 +82,16 @@ class Release:
     python_version: str
     deps: str  # hash of the dependency layer under .deps/
     dirty: bool = False  # built from uncommitted changes on top of ``commit``
+    frontend: str | None = None  # git tree of the frontend source; None: built without one
 
     @property
     def python(self) -> Path:
         return self.path / "venv" / "bin" / "python"
+
+    @property
+    def bundle(self) -> Path | None:
+        """The browser app's built files, which nginx serves for the colour running this."""
+        return self.path / frontend.SOURCE_DIR if self.frontend else None
 
     @property
     def short_commit(self) -> str:
@@ -102,6 +109,7 @@ class Release:
             "built_at": self.built_at,
             "python_version": self.python_version,
             "deps": self.deps,
+            "frontend": self.frontend,
         }
 
     @classmethod
@@ -117,6 +125,7 @@ class Release:
             python_version=str(data["python_version"]),
             deps=str(data["deps"]),
             dirty=bool(data.get("dirty", False)),
+            frontend=None if data.get("frontend") is None else str(data["frontend"]),
         )
 
 
@@ -476,7 +485,7 @@ def _clean_leftovers(home: Path) -> None:
     """Half-built and half-removed trees of an earlier crash (called under the lock, so no
     build of ours is running)."""
     root = releases_dir(home)
-    for parent in (root, root / DEPS_DIR, root / TOOLS_DIR):
+    for parent in (root, root / DEPS_DIR, root / TOOLS_DIR, root / frontend.BUNDLES_DIR):
         if not parent.is_dir():
             continue
         for child in parent.iterdir():
@@ -585,6 +594,16 @@ def _export(source: Source, dest: Path) -> None:
     archive.unlink()
 
 
+def _frontend_tree(src: Source) -> str | None:
+    """The git tree of the source's frontend folder; None for a commit without one."""
+    found = _git_run(
+        src.top, "rev-parse", "--verify", "--quiet", f"{src.archive}:{frontend.SOURCE_DIR}"
+    )
+    if found.returncode != 0:
+        return None
+    return found.stdout.strip()
+
+
 def _relocate_scripts(venv: Path, old: Path, new: Path) -> None:
     """Scripts pip wrote name the interpreter by the build path, and the install record
     names the wheel by it; point them at the final paths (the rename that follows makes
@@ -640,6 +659,15 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
     except tomllib.TOMLDecodeError as exc:
         raise ReleaseError(f"{what}: pyproject.toml: {exc}") from None
     tools = _ensure_tools(home, build_requires(pyproject), say)
+    frontend_tree = _frontend_tree(src)
+    if frontend_tree is not None:
+        try:
+            bundle = frontend.ensure_bundle(
+                releases_dir(home), tree_dir / frontend.SOURCE_DIR, frontend_tree, _run, say
+            )
+        except frontend.FrontendError as exc:
+            raise ReleaseError(str(exc)) from None
+        shutil.copytree(bundle, work / frontend.SOURCE_DIR)
 
     say("building the wheel")
     dist = work / "dist"
@@ -681,6 +709,7 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
         python_version=str(report["python"]),
         deps=deps_hash,
         dirty=src.dirty,
+        frontend=frontend_tree,
     )
     _relocate_scripts(venv, work, final)
     (work / METADATA_FILE).write_text(json.dumps(release.as_dict(), indent=2) + "\n")

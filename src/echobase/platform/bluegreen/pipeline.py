@@ -94,7 +94,7 @@ class BlueGreen:
         return ColourRuntime(self.stack, colour, self.progress)
 
     def plan(self, colour: str, release: Release) -> ColourPlan:
-        return ColourPlan(self.stack, colour, self.env, release.python, release.id)
+        return ColourPlan(self.stack, colour, self.env, release.python, release.id, release.bundle)
 
     def running_plan(self, colour: str) -> ColourPlan | None:
         """The plan a colour runs now, from what its last deploy recorded."""
@@ -278,7 +278,7 @@ class BlueGreen:
                 self._step(
                     outcome,
                     "smoke test through the load balancer",
-                    lambda: self._smoke_after(target, user, smoke_hook),
+                    lambda: self._smoke_after(target_plan, user, smoke_hook),
                 )
             except smoke.SmokeFailed as exc:
                 back = live if live in COLOURS else None
@@ -298,13 +298,15 @@ class BlueGreen:
         database: DatabaseCredentials,
         hook: str | None,
     ) -> None:
-        smoke.before_promotion(plan.direct_url, plan.direct_url, plan.colour, user, database)
+        smoke.before_promotion(
+            plan.direct_url, plan.direct_url, plan.colour, user, database, plan.bundle
+        )
         if hook:
             smoke.run_hook(hook, "pre", plan.direct_url, plan.colour)
 
-    def _smoke_after(self, colour: str, user: smoke.SmokeUser, hook: str | None) -> None:
-        url = self.durable.plan.lb_url
-        smoke.after_promotion(url, colour, user, self.durable.tls_context())
+    def _smoke_after(self, plan: ColourPlan, user: smoke.SmokeUser, hook: str | None) -> None:
+        url, colour = self.durable.plan.lb_url, plan.colour
+        smoke.after_promotion(url, colour, user, self.durable.tls_context(), plan.bundle)
         if hook:
             smoke.run_hook(hook, "post", url, colour)
 

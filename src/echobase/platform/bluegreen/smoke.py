@@ -5,11 +5,13 @@ production URL (the same user, answered by the new colour)."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from echobase.app.core.secrets import DatabaseCredentials
@@ -60,14 +62,32 @@ def _token(response: httpx.Response) -> str:
     raise SmokeFailed("login answered without a session cookie")
 
 
+def check_app(http: httpx.Client, colour: str, bundle: Path, what: str) -> None:
+    """The page a browser gets is this release's own index.html, and every file it names
+    loads: a colour never serves another release's app, or half of one."""
+    page = _expect(http.get("/"), 200, f"app page {what}")
+    _served_by(page, colour, f"app page {what}")
+    if page.content != (bundle / "index.html").read_bytes():
+        raise SmokeFailed(f"app page {what}: not the index.html of the release deployed")
+    for asset in re.findall(r'(?:src|href)="(/assets/[^"]+)"', page.text):
+        _expect(http.get(asset), 200, f"app file {asset} {what}")
+
+
 def before_promotion(
-    url: str, origin: str, colour: str, user: SmokeUser, database: DatabaseCredentials
+    url: str,
+    origin: str,
+    colour: str,
+    user: SmokeUser,
+    database: DatabaseCredentials,
+    bundle: Path | None = None,
 ) -> None:
     """On the colour's direct port: what a user does, end to end, down to the database."""
     import httpx
 
     headers = {"Origin": origin}
     with httpx.Client(base_url=url, timeout=10, headers=headers) as http:
+        if bundle is not None:
+            check_app(http, colour, bundle, "on the direct port")
         health = _expect(http.get("/health"), 200, "health").json()
         if health.get("colour") != colour:
             raise SmokeFailed(f"health says colour {health.get('colour')!r}, not {colour}")
@@ -106,11 +126,15 @@ def before_promotion(
         time.sleep(0.1)
 
 
-def after_promotion(url: str, colour: str, user: SmokeUser, verify: ssl.SSLContext) -> None:
+def after_promotion(
+    url: str, colour: str, user: SmokeUser, verify: ssl.SSLContext, bundle: Path | None = None
+) -> None:
     """Through the production URL: the live route reaches the new colour, sessions hold."""
     import httpx
 
     with httpx.Client(base_url=url, timeout=10, verify=verify) as http:
+        if bundle is not None:
+            check_app(http, colour, bundle, "through the LB")
         health = _expect(http.get("/health"), 200, "health through the LB")
         _served_by(health, colour, "health through the LB")
         if health.json().get("colour") != colour:

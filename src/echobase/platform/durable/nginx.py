@@ -24,7 +24,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
@@ -35,6 +35,20 @@ COLOURS = ("blue", "green")
 NO_COLOUR = "none"
 
 TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+# What belongs to a colour's API gateway; every other path is its browser app.
+GATEWAY_ROUTES = r"^/(api/|health$|openapi\.json$)"
+# The app's policy: its own files only. No inline script or style, no framing, no plugins.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+# Vite names every file under /assets/ by its content's hash, so it may be cached for good;
+# index.html names those files, so it must be asked for again each time.
+ASSETS_CACHE = "public, max-age=31536000, immutable"
+INDEX_CACHE = "no-cache"
+COMPRESSED_TYPES = ("text/css", "application/javascript", "image/svg+xml", "application/json")
 
 # Basic auth is verified with crypt() inside an nginx worker, synchronously, on every request
 # (browsers resend the credentials each time), so the cost stalls production traffic sharing
@@ -67,6 +81,9 @@ class LoadBalancerSpec:
     htpasswd_file: Path
     active: str | None = None  # "blue" | "green" | None (= "none")
     worker_user: str | None = None  # "user" or "user group"; only when the master is root
+    # colour -> the link to that colour's browser app (see platform.frontend); a colour
+    # without one answers 503 for the app's pages.
+    web_roots: Mapping[str, Path] = field(default_factory=dict)
 
     @property
     def config_path(self) -> Path:
@@ -214,6 +231,7 @@ def render_config(spec: LoadBalancerSpec) -> str:
     ]
     for colour in sorted(spec.upstreams):
         lines += _upstream(f"echobase_{colour}", spec.host, spec.upstreams[colour])
+    lines += _web_root_maps(spec)
     lines += _upstream("echobase_prometheus", "127.0.0.1", spec.prometheus_port)
     lines += _redirect_server(spec)
     lines += _https_server(spec)
@@ -359,39 +377,120 @@ def _https_server(spec: LoadBalancerSpec) -> list[str]:
             "        }",
         ]
     else:
-        lines += [
-            "        location / {",
-            # A variable resolves against the upstream blocks above, so the live colour is
-            # still named only once.
-            *_proxy(i3, "echobase_$echobase_live"),
-            *_headers(i3, https=True, served_by="$echobase_live"),
-            "            error_page 502 503 504 = @unavailable_live;",
-            "        }",
-            *_json_error(
-                i2,
-                "unavailable_live",
-                True,
-                "$echobase_live",
-                "$echobase_live is unavailable",
-            ),
-        ]
+        # Variables resolve against the upstream blocks and the maps above, so the live
+        # colour is still named only once.
+        lines += _colour_routes(
+            i2,
+            https=True,
+            upstream="echobase_$echobase_live",
+            served_by="$echobase_live",
+            name="live",
+            web_root="$echobase_web_live",
+            other_web_root="$echobase_web_idle",
+        )
     lines += ["    }", ""]
     return lines
 
 
+def _web_root_maps(spec: LoadBalancerSpec) -> list[str]:
+    """$echobase_web_live / $echobase_web_idle: the live and the other colour's app files."""
+    lines = []
+    for variable, pick in (("live", lambda c: c), ("idle", _other)):
+        lines.append(f"    map $echobase_live $echobase_web_{variable} {{")
+        lines += [f"        {colour} {_web_root(spec, pick(colour))};" for colour in COLOURS]
+        lines += [f"        default {spec.home / 'no-web-root'};", "    }", ""]
+    return lines
+
+
+def _other(colour: str) -> str:
+    return COLOURS[1 - COLOURS.index(colour)]
+
+
+def _web_root(spec: LoadBalancerSpec, colour: str) -> Path:
+    # A path that never exists stands in for a colour without an app: try_files then falls
+    # through to the 503.
+    return spec.web_roots.get(colour, spec.home / "no-web-root")
+
+
+def _colour_routes(
+    indent: str,
+    https: bool,
+    upstream: str,
+    served_by: str,
+    name: str,
+    web_root: Path | str,
+    other_web_root: Path | str,
+) -> list[str]:
+    """One colour as a browser sees it: its API gateway's routes, and its app's files with
+    the SPA fallback (any other path is index.html, which routes on the client)."""
+    inner = indent + "    "
+
+    def static(cache: str | None) -> list[str]:
+        # Compressed here only: the app's files hold no secret, whereas gzip on the API's
+        # answers would open them to BREACH-style guessing.
+        lines = [
+            f"{inner}gzip on;",
+            f"{inner}gzip_vary on;",
+            f"{inner}gzip_types {' '.join(COMPRESSED_TYPES)};",
+            *_headers(inner, https, served_by),
+        ]
+        lines.append(
+            f'{inner}add_header Content-Security-Policy "{CONTENT_SECURITY_POLICY}" always;'
+        )
+        if cache:
+            # Without "always": an error must not be cached for a year.
+            lines.append(f'{inner}add_header Cache-Control "{cache}";')
+        return lines
+
+    return [
+        f"{indent}location ~ {GATEWAY_ROUTES} {{",
+        *_proxy(inner, upstream),
+        *_headers(inner, https, served_by),
+        f"{inner}error_page 502 503 504 = @unavailable_{name};",
+        f"{indent}}}",
+        *_json_error(
+            indent, f"unavailable_{name}", https, served_by, f"{served_by} is unavailable"
+        ),
+        f"{indent}location / {{",
+        f"{inner}root {web_root};",
+        f"{inner}try_files $uri /index.html;",
+        *static(INDEX_CACHE),
+        f"{indent}}}",
+        f"{indent}location = /index.html {{",
+        f"{inner}root {web_root};",
+        f"{inner}try_files $uri @no_app_{name};",
+        *static(INDEX_CACHE),
+        f"{indent}}}",
+        *_json_error(indent, f"no_app_{name}", https, served_by, f"{served_by} has no app"),
+        f"{indent}location ^~ /assets/ {{",
+        f"{inner}root {web_root};",
+        # A page loaded just before a switch may still ask for its own hashed files: the
+        # other colour's copies are the same bytes under the same names.
+        f"{inner}try_files $uri @assets_other_{name};",
+        *static(ASSETS_CACHE),
+        f"{indent}}}",
+        f"{indent}location @assets_other_{name} {{",
+        f"{inner}root {other_web_root};",
+        *static(ASSETS_CACHE),
+        f"{indent}}}",
+    ]
+
+
 def _direct_server(spec: LoadBalancerSpec, colour: str) -> list[str]:
-    i3 = " " * 12
     return [
         f"    # Direct to {colour}, live or not: smoke tests before and after a switch.",
         "    server {",
         f"        listen {spec.host}:{spec.direct_ports[colour]};",
         *_headers("        ", https=False),
-        "        location / {",
-        *_proxy(i3, f"echobase_{colour}"),
-        *_headers(i3, https=False, served_by=colour),
-        f"            error_page 502 503 504 = @unavailable_{colour};",
-        "        }",
-        *_json_error(" " * 8, f"unavailable_{colour}", False, colour, f"{colour} is unavailable"),
+        *_colour_routes(
+            " " * 8,
+            https=False,
+            upstream=f"echobase_{colour}",
+            served_by=colour,
+            name=colour,
+            web_root=_web_root(spec, colour),
+            other_web_root=_web_root(spec, _other(colour)),
+        ),
         "    }",
         "",
     ]
@@ -424,12 +523,22 @@ def _validate(spec: LoadBalancerSpec) -> None:
         raise ValueError("the load balancer's listen ports must be distinct")
     tokens = [spec.env, spec.host, *(spec.worker_user or "").split()]
     tokens += [str(spec.home), str(spec.cert_file), str(spec.key_file), str(spec.htpasswd_file)]
+    tokens += [str(path) for path in spec.web_roots.values()]
+    unknown_roots = set(spec.web_roots) - set(COLOURS)
+    if unknown_roots:
+        raise ValueError(f"web_roots has unknown colours {sorted(unknown_roots)}")
     for token in tokens:
         if not _SAFE_TOKEN.match(token):
             raise ValueError(f"unsafe value for an nginx config: {token!r}")
     if spec.worker_user is not None and len(spec.worker_user.split()) not in (1, 2):
         raise ValueError("worker_user is 'user' or 'user group'")
-    for path in (spec.home, spec.cert_file, spec.key_file, spec.htpasswd_file):
+    for path in (
+        spec.home,
+        spec.cert_file,
+        spec.key_file,
+        spec.htpasswd_file,
+        *spec.web_roots.values(),
+    ):
         if not path.is_absolute():
             raise ValueError(f"{path} must be absolute")
 

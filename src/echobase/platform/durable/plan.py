@@ -9,6 +9,7 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
+from echobase.platform import frontend
 from echobase.platform.durable import credentials, nginx, prometheus
 from echobase.platform.durable.mariadb import PRIVATE_FILES_ENV, MariaDBServer, launch_command
 from echobase.platform.runtime.processes import python_executable
@@ -84,6 +85,7 @@ class DurablePlan:
             htpasswd_file=self.home / "nginx" / "htpasswd",
             active=active,
             worker_user=nginx_worker_user(),
+            web_roots={colour: frontend.web_link(self.stack.home, colour) for colour in COLOURS},
         )
 
     @property

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from echobase.app.queues import ensure_queues
+from echobase.platform import frontend
 from echobase.platform.durable import prometheus
 from echobase.platform.durable.credentials import aws_client
 from echobase.platform.ephemeral.plan import ColourPlan
@@ -89,6 +90,8 @@ class ColourRuntime:
         private_dir(plan.home)
         write_private(plan.home / "env", plan.env + "\n")
         write_private(plan.home / "release", plan.release_id + "\n")
+        # Only this colour's direct port and (once switched) production read the link.
+        frontend.publish(self.stack.home, self.colour, plan.bundle)
         self.progress(f"{self.colour}: starting its queue server")
         self.runner.run(plan.program("sqs"), lambda: http_answers(plan.health_url("sqs")))
         urls = ensure_queues(self.sqs(plan))

@@ -32,6 +32,7 @@ class ColourPlan:
     env: str
     python: Path  # the release's interpreter
     release_id: str
+    bundle: Path | None = None  # the release's browser app, which nginx serves for the colour
 
     @property
     def durable(self) -> DurablePlan:
