@@ -8,6 +8,7 @@ import bcrypt
 import pytest
 
 from echobase.platform.durable.nginx import (
+    CONTENT_SECURITY_POLICY,
     LoadBalancerSpec,
     active_env_body,
     check_command,
@@ -198,3 +199,94 @@ def test_htpasswd_line_is_bcrypt_and_verifies() -> None:
         htpasswd_line("admin", "x" * 73)
     with pytest.raises(ValueError):
         htpasswd_line("admin", "")
+
+
+WEB = {"blue": Path("/srv/eb/web/blue"), "green": Path("/srv/eb/web/green")}
+
+
+def _block(config: str, opening: str) -> str:
+    """The text of the first block that starts with ``opening`` (up to its closing brace)."""
+    start = config.index(opening)
+    depth, end = 0, start
+    for end in range(start, len(config)):
+        if config[end] == "{":
+            depth += 1
+        elif config[end] == "}":
+            depth -= 1
+            if depth == 0:
+                break
+    return config[start : end + 1]
+
+
+def test_app_files_come_from_the_live_colours_link_and_the_api_from_its_gateway() -> None:
+    config = render_config(make_spec("green", web_roots=WEB))
+    live = _block(config, "    map $echobase_live $echobase_web_live")
+    assert "blue /srv/eb/web/blue;" in live and "green /srv/eb/web/green;" in live
+    idle = _block(config, "    map $echobase_live $echobase_web_idle")
+    assert "blue /srv/eb/web/green;" in idle and "green /srv/eb/web/blue;" in idle
+    https = _block(config, "    server {\n        listen 127.0.0.1:8443")
+    api = _block(https, "        location ~ ^/(api/|health$|openapi\\.json$)")
+    assert "proxy_pass http://echobase_$echobase_live;" in api
+    app = _block(https, "        location / {")
+    assert "root $echobase_web_live;" in app
+    assert "try_files $uri /index.html;" in app  # the SPA fallback
+    assert "proxy_pass" not in app
+    assets = _block(https, "        location ^~ /assets/")
+    assert "try_files $uri @assets_other_live;" in assets
+    other = _block(https, "        location @assets_other_live")
+    assert "root $echobase_web_idle;" in other
+
+
+def test_app_headers_policy_and_caching() -> None:
+    config = render_config(make_spec("blue", web_roots=WEB))
+    https = _block(config, "    server {\n        listen 127.0.0.1:8443")
+    for opening, cache in (
+        ("        location / {", "no-cache"),
+        ("        location = /index.html", "no-cache"),
+        ("        location ^~ /assets/", "public, max-age=31536000, immutable"),
+        ("        location @assets_other_live", "public, max-age=31536000, immutable"),
+    ):
+        block = _block(https, opening)
+        assert f'add_header Cache-Control "{cache}";' in block, opening  # not on errors
+        assert f'add_header Content-Security-Policy "{CONTENT_SECURITY_POLICY}" always;' in block
+        assert 'add_header X-Frame-Options "DENY" always;' in block
+        assert 'add_header X-Served-By "$echobase_live" always;' in block
+    assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    assert "'unsafe-eval'" not in CONTENT_SECURITY_POLICY
+    assert "script-src 'self'" in CONTENT_SECURITY_POLICY
+    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+
+
+def test_direct_ports_serve_their_own_colours_app() -> None:
+    config = render_config(make_spec("blue", web_roots=WEB))
+    for colour, port, other in (("blue", 8081, "green"), ("green", 8082, "blue")):
+        server = _block(config, f"    server {{\n        listen 127.0.0.1:{port};")
+        assert f"root /srv/eb/web/{colour};" in _block(server, "        location / {")
+        assert f"root /srv/eb/web/{other};" in _block(
+            server, f"        location @assets_other_{colour}"
+        )
+        assert f"proxy_pass http://echobase_{colour};" in server
+        assert f'{{"error":"{colour} has no app","colour":"{colour}"}}' in server
+
+
+def test_a_colour_without_an_app_link_points_nowhere() -> None:
+    config = render_config(make_spec("blue"))
+    assert f"default {HOME}/no-web-root;" in config
+    assert f"root {HOME}/no-web-root;" in config
+
+
+@pytest.mark.parametrize(
+    "web_roots",
+    [{"purple": Path("/srv/x")}, {"blue": Path("relative/x")}, {"blue": Path("/srv/a b")}],
+)
+def test_bad_web_roots_are_refused(web_roots) -> None:
+    with pytest.raises(ValueError):
+        render_config(make_spec("blue", web_roots=web_roots))
+
+
+def test_the_apps_files_get_their_mime_types() -> None:
+    types = _block(render_config(make_spec("blue", web_roots=WEB)), "    types {")
+    assert "application/javascript js mjs;" in types
+    assert "text/css css;" in types
+    assert "text/html html;" in types
+    assert "image/svg+xml svg;" in types

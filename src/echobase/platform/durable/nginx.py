@@ -48,6 +48,22 @@ CONTENT_SECURITY_POLICY = (
 # index.html names those files, so it must be asked for again each time.
 ASSETS_CACHE = "public, max-age=31536000, immutable"
 INDEX_CACHE = "no-cache"
+# The app's kinds of file. The config is standalone (nothing from /etc/nginx), and with
+# X-Content-Type-Options: nosniff a browser refuses a module script sent as octet-stream.
+MIME_TYPES = {
+    "text/html": "html",
+    "text/css": "css",
+    "text/plain": "txt",
+    "application/javascript": "js mjs",
+    "application/json": "json map",
+    "application/manifest+json": "webmanifest",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/jpeg": "jpg jpeg",
+    "image/webp": "webp",
+    "image/x-icon": "ico",
+    "font/woff2": "woff2",
+}
 COMPRESSED_TYPES = ("text/css", "application/javascript", "image/svg+xml", "application/json")
 
 # Basic auth is verified with crypt() inside an nginx worker, synchronously, on every request
@@ -181,6 +197,9 @@ def render_config(spec: LoadBalancerSpec) -> str:
         "http {",
         "    server_tokens off;",
         "    default_type application/octet-stream;",
+        "    types {",
+        *(f"        {kind} {suffixes};" for kind, suffixes in MIME_TYPES.items()),
+        "    }",
         # Query strings are left out of the log on purpose: they may carry tokens.
         "    log_format echobase escape=json",
         f'        \'{{"time":"$time_iso8601","env":"{spec.env}",\'',

@@ -1,0 +1,79 @@
+"""Helpers for the browser tests (tests/e2e): Chromium's flags, screenshots, a deploy through
+the CLI, and what a page reported that a person would call broken."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bluegreen_support import REPO, BlueGreenSystem, database
+from echobase.platform.durable.mariadb import app_connection
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling Google's hosts, which this
+# closed network refuses; root needs --no-sandbox.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# The README names this folder; CI keeps what the run leaves in it.
+SCREENSHOTS = Path(os.environ.get("ECHOBASE_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
+
+
+def deploy(bg: BlueGreenSystem, release_id: str) -> dict:
+    result = bg.system.cli("deploy", "--json", "--release", release_id, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout)
+
+
+class PageProblems:
+    """What a page reported that a person would call broken: script errors, CSP refusals,
+    failed requests, and any dialog (an alert() would be an injected script running)."""
+
+    def __init__(self) -> None:
+        self.console_errors: list[str] = []
+        self.page_errors: list[str] = []
+        self.dialogs: list[str] = []
+
+    def watch(self, page) -> None:
+        page.on(
+            "console",
+            lambda m: self.console_errors.append(m.text) if m.type == "error" else None,
+        )
+        page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+
+        def on_dialog(dialog) -> None:
+            self.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+
+    def unexpected(self, allowed: tuple[str, ...] = ()) -> list[str]:
+        errors = [e for e in self.console_errors if not any(a in e for a in allowed)]
+        return errors + self.page_errors + [f"dialog: {d}" for d in self.dialogs]
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def query(bg: BlueGreenSystem, sql: str, *args: object) -> list[tuple]:
+    """As the app user, with the stored credentials."""
+    conn = app_connection(database(bg))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            rows = list(cur.fetchall())
+        conn.commit()
+        return rows
+    finally:
+        conn.close()

@@ -1,0 +1,66 @@
+"""A real browser (Debian's Chromium, headless, driven by Playwright) against a whole system:
+the durable layer and a release of this working tree, live behind the load balancer over
+HTTPS, in a temporary state directory on free ports."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from bluegreen_support import BlueGreenSystem
+from browser_support import CHROMIUM, CHROMIUM_ARGS, PageProblems, deploy
+
+
+@pytest.fixture(scope="session")
+def live_system() -> Iterator[BlueGreenSystem]:
+    bg = BlueGreenSystem.create()
+    try:
+        deploy(bg, bg.release_a.id)
+        yield bg
+    finally:
+        bg.destroy()
+
+
+@pytest.fixture(scope="session")
+def lb_url(live_system: BlueGreenSystem) -> str:
+    return live_system.system.plan("devlocal").lb_url
+
+
+@pytest.fixture(scope="session")
+def lb_http(live_system: BlueGreenSystem) -> Iterator[httpx.Client]:
+    plan = live_system.system.plan("devlocal")
+    context = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
+    with httpx.Client(base_url=plan.lb_url, verify=context, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, lb_url: str):
+    """A fresh browser context (no cookies, no storage) on the LB's origin."""
+    context = browser.new_context(
+        base_url=lb_url, ignore_https_errors=True, viewport={"width": 1100, "height": 760}
+    )
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    problems = PageProblems()
+    problems.watch(page)
+    page.problems = problems
+    try:
+        yield page
+    finally:
+        context.close()
