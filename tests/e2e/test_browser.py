@@ -59,6 +59,18 @@ def session_user(page) -> dict | None:
     return page.evaluate("() => JSON.parse(sessionStorage.getItem('user'))")
 
 
+def history_rows(page, count: int, seconds: float = 10):
+    """The history table's rows once it lists ``count`` orders: the processor stores them a
+    moment after the 201, so the page is refreshed (its own button) until then."""
+    rows = page.locator("table.orders-table tbody tr")
+    deadline = time.monotonic() + seconds
+    while rows.count() < count:
+        assert time.monotonic() < deadline, f"fewer than {count} orders after {seconds} s"
+        page.click("button:has-text('Refresh')")
+        page.wait_for_timeout(300)
+    return rows
+
+
 def assert_clean(page) -> None:
     # A 401 from /api/v1/* is the app asking "am I signed in?", not a fault.
     problems = page.problems.unexpected(allowed=("401",))
@@ -187,12 +199,7 @@ def test_register_order_and_see_history(page, live_system: BlueGreenSystem) -> N
     page.click("text=View Order History")
     page.wait_for_url("**/my-orders")
     expect(page.locator("h1")).to_have_text("Order History")
-    rows = page.locator("table.orders-table tbody tr")
-    deadline = time.monotonic() + 10
-    while rows.count() < 2:
-        assert time.monotonic() < deadline, "orders not in the history within 10 s"
-        page.click("button:has-text('Refresh')")
-        page.wait_for_timeout(300)
+    rows = history_rows(page, 2)
     texts = [rows.nth(i).inner_text() for i in range(2)]
     assert "Mouse" in texts[0] and "$59.98" in texts[0]  # newest first
     assert "Keyboard" in texts[1] and "$149.97" in texts[1]
@@ -215,12 +222,7 @@ def test_history_columns_sort_both_ways(page) -> None:
     for product, quantity in ((3, 1), (11, 4), (1, 2)):
         place_order(page, product, quantity)
     page.goto("/my-orders")
-    rows = page.locator("table.orders-table tbody tr")
-    deadline = time.monotonic() + 10
-    while rows.count() < 3:
-        assert time.monotonic() < deadline
-        page.click("button:has-text('Refresh')")
-        page.wait_for_timeout(300)
+    history_rows(page, 3)
     header = page.locator("table.orders-table thead th")
     names = [header.nth(i).inner_text().strip(" ▲▼\n") for i in range(header.count())]
     assert names == [
@@ -399,10 +401,5 @@ def test_signed_in_user_survives_a_switch(page, live_system: BlueGreenSystem) ->
     expect(page.locator("body")).to_contain_text("Logged in as: Switch Watcher")
     screenshot(page, "orders-after-switch")
     page.goto("/my-orders")
-    rows = page.locator("table.orders-table tbody tr")
-    deadline = time.monotonic() + 10
-    while rows.count() < 1:
-        assert time.monotonic() < deadline
-        page.click("button:has-text('Refresh')")
-        page.wait_for_timeout(300)
+    history_rows(page, 1)
     assert_clean(page)

@@ -3,6 +3,7 @@ import type { FormEvent } from "react";
 import { Link, useNavigate } from "react-router-dom";
 import { api, ApiError } from "../api";
 import { useAuth } from "../auth";
+import { Field } from "../components/Field";
 import { Alert } from "../components/Layout";
 
 export function LoginPage() {
@@ -35,19 +36,19 @@ export function LoginPage() {
     <main className="card">
       <h1>Login</h1>
       <form onSubmit={submit} noValidate>
-        <label htmlFor="login-username">Username</label>
-        <input
+        <Field
           id="login-username"
           name="username"
+          label="Username"
           autoComplete="username"
           value={username}
           onChange={(e) => setUsername(e.target.value)}
           required
         />
-        <label htmlFor="login-password">Password</label>
-        <input
+        <Field
           id="login-password"
           name="password"
+          label="Password"
           type="password"
           autoComplete="current-password"
           value={password}

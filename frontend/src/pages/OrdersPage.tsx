@@ -3,6 +3,7 @@ import type { FormEvent } from "react";
 import { Link } from "react-router-dom";
 import { api, ApiError } from "../api";
 import type { Product } from "../api";
+import { Field } from "../components/Field";
 import { SignedInLayout } from "../components/Layout";
 import { formatCents, parseQuantity, totalCents } from "../logic/price";
 
@@ -79,10 +80,10 @@ export function OrdersPage() {
             </option>
           ))}
         </select>
-        <label htmlFor="order-quantity">Quantity</label>
-        <input
+        <Field
           id="order-quantity"
           name="quantity"
+          label="Quantity"
           type="number"
           inputMode="numeric"
           min={1}
@@ -91,8 +92,7 @@ export function OrdersPage() {
           value={quantity}
           onChange={(e) => setQuantity(e.target.value)}
         />
-        <label htmlFor="order-total">Total price</label>
-        <input id="order-total" name="totalPrice" readOnly value={formatCents(total)} />
+        <Field id="order-total" name="totalPrice" label="Total price" readOnly value={formatCents(total)} />
         <button type="submit" disabled={!product || busy}>
           {busy ? "Placing order…" : "Place Order"}
         </button>

@@ -3,6 +3,7 @@ import type { ChangeEvent, FormEvent } from "react";
 import { Link, useNavigate } from "react-router-dom";
 import { api, ApiError } from "../api";
 import { useAuth } from "../auth";
+import { Field } from "../components/Field";
 import { Alert } from "../components/Layout";
 import { PasswordChecklist } from "../components/PasswordChecklist";
 import { normaliseEmail, registrationErrors } from "../logic/validation";
@@ -61,10 +62,10 @@ export function RegisterPage() {
       <form onSubmit={submit} noValidate>
         {FIELDS.map((field) => (
           <div key={field.name} className="field">
-            <label htmlFor={`register-${field.name}`}>{field.label}</label>
-            <input
+            <Field
               id={`register-${field.name}`}
               name={field.name}
+              label={field.label}
               type={field.type}
               autoComplete={field.autoComplete}
               value={form[field.name]}
