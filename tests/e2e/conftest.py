@@ -14,7 +14,9 @@ from bluegreen_support import BlueGreenSystem
 from browser_support import CHROMIUM, CHROMIUM_ARGS, PageProblems, deploy
 
 
-@pytest.fixture(scope="session")
+# Package scope: torn down once the browser tests are done, before the rest of the suite
+# (Playwright's sync API keeps an event loop in this thread while it runs).
+@pytest.fixture(scope="package")
 def live_system() -> Iterator[BlueGreenSystem]:
     bg = BlueGreenSystem.create()
     try:
@@ -24,12 +26,12 @@ def live_system() -> Iterator[BlueGreenSystem]:
         bg.destroy()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lb_url(live_system: BlueGreenSystem) -> str:
     return live_system.system.plan("devlocal").lb_url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lb_http(live_system: BlueGreenSystem) -> Iterator[httpx.Client]:
     plan = live_system.system.plan("devlocal")
     context = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
@@ -37,7 +39,7 @@ def lb_http(live_system: BlueGreenSystem) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 

@@ -3,6 +3,7 @@ fallback, cache headers by kind of file, and a Content-Security-Policy with no i
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -107,3 +108,25 @@ def test_a_colour_without_an_app_answers_503(live_system, lb_http) -> None:
     assert page.status_code == 503
     assert page.json() == {"error": f"{idle} has no app", "colour": idle}
     assert page.headers["cache-control"] == "no-store"
+
+
+def test_status_reports_the_colours_app(live_system, lb_http) -> None:
+    colour, release = live_release(live_system, lb_http)
+    status = json.loads(live_system.system.ok("status", "--json").stdout)
+    entry = next(c for c in status["colours"] if c["colour"] == colour)
+    app = next(s for s in entry["services"] if s["role"] == "frontend")
+    assert (app["state"], app["healthy"]) == ("PUBLISHED", True)
+    assert entry["healthy"] is True
+    direct = live_system.system.plan("devlocal").stack.ports.of("devlocal")[f"lb_{colour}"]
+    assert app["port"] == direct
+    # A link pointing elsewhere is reported, and makes the colour unhealthy for a switch.
+    frontend.publish(live_system.system.home, colour, None)
+    try:
+        status = json.loads(live_system.system.ok("status", "--json").stdout)
+        entry = next(c for c in status["colours"] if c["colour"] == colour)
+        app = next(s for s in entry["services"] if s["role"] == "frontend")
+        assert (app["state"], app["healthy"], entry["healthy"]) == ("ABSENT", False, False)
+        assert lb_http.get("/").status_code == 503
+    finally:
+        frontend.publish(live_system.system.home, colour, release.bundle)
+    assert lb_http.get("/").status_code == 200

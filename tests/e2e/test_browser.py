@@ -173,6 +173,7 @@ def test_register_order_and_see_history(page, live_system: BlueGreenSystem) -> N
 
     select = page.locator("select[name=productName]")
     options = select.locator("option")
+    expect(options).to_have_count(12)  # the catalogue arrives after the page
     assert options.first.get_attribute("value") == ""
     labels = [options.nth(i).inner_text() for i in range(1, options.count())]
     assert len(labels) == 11

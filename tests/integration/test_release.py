@@ -226,6 +226,7 @@ def test_release_json_records_what_was_built(ws: Workspace) -> None:
         "built_at": data["built_at"],
         "python_version": platform.python_version(),
         "deps": release.deps,
+        "frontend": ws.git("rev-parse", f"{ws.first}:frontend"),
     }
     built = datetime.fromisoformat(data["built_at"])
     assert built.utcoffset() is not None and built.utcoffset().total_seconds() == 0

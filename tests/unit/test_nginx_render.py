@@ -9,6 +9,7 @@ import pytest
 
 from echobase.platform.durable.nginx import (
     CONTENT_SECURITY_POLICY,
+    GATEWAY_ROUTES,
     LoadBalancerSpec,
     active_env_body,
     check_command,
@@ -225,7 +226,7 @@ def test_app_files_come_from_the_live_colours_link_and_the_api_from_its_gateway(
     idle = _block(config, "    map $echobase_live $echobase_web_idle")
     assert "blue /srv/eb/web/green;" in idle and "green /srv/eb/web/blue;" in idle
     https = _block(config, "    server {\n        listen 127.0.0.1:8443")
-    api = _block(https, "        location ~ ^/(api/|health$|openapi\\.json$)")
+    api = _block(https, f"        location ~ {GATEWAY_ROUTES}")
     assert "proxy_pass http://echobase_$echobase_live;" in api
     app = _block(https, "        location / {")
     assert "root $echobase_web_live;" in app
@@ -290,3 +291,15 @@ def test_the_apps_files_get_their_mime_types() -> None:
     assert "text/css css;" in types
     assert "text/html html;" in types
     assert "image/svg+xml svg;" in types
+
+
+def test_metrics_reach_the_gateway_on_direct_ports_but_not_in_production() -> None:
+    assert re.match(GATEWAY_ROUTES, "/metrics") and not re.match(GATEWAY_ROUTES, "/metricsx")
+    https = _block(
+        render_config(make_spec("blue", web_roots=WEB)),
+        "    server {\n        listen 127.0.0.1:8443",
+    )
+    # nginx tries exact locations before regular expressions
+    assert "location = /metrics {" in https and "return 404" in _block(
+        https, "        location = /metrics"
+    )

@@ -440,6 +440,9 @@ def resolve_source(source: Path, ref: str | None) -> Source:
 def _locked(home: Path) -> Iterator[None]:
     root = releases_dir(home)
     root.mkdir(parents=True, exist_ok=True)
+    # nginx's workers (another user) read a colour's app inside its release: they pass
+    # through, but cannot list. Explicit, as the CLI may run under a private umask.
+    os.chmod(root, 0o711)  # noqa: S103 - search only
     with open(root / LOCK_FILE, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

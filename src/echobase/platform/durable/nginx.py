@@ -36,8 +36,9 @@ NO_COLOUR = "none"
 
 TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
-# What belongs to a colour's API gateway; every other path is its browser app.
-GATEWAY_ROUTES = r"^/(api/|health$|openapi\.json$)"
+# What belongs to a colour's API gateway; every other path is its browser app. (/metrics is
+# for the direct ports: production answers it with a 404 from an exact location first.)
+GATEWAY_ROUTES = r"^/(api/|health$|openapi\.json$|metrics$)"
 # The app's policy: its own files only. No inline script or style, no framing, no plugins.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

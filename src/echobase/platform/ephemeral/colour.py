@@ -123,7 +123,21 @@ class ColourRuntime:
             report.append(
                 ServiceHealth(service.name, service.role, state, pid, service.port, healthy)
             )
+        if plan.bundle is not None:
+            report.append(self._app_health(plan, plan.bundle))
         return report
+
+    def _app_health(self, plan: ColourPlan, bundle: Path) -> ServiceHealth:
+        """The colour's browser app: no process of its own, nginx serves the release's
+        files through the colour's web link, so it is healthy when the link points at this
+        release's bundle and the direct port serves its page."""
+        published = frontend.published(self.stack.home, self.colour) == bundle.resolve()
+        port = self.stack.ports.of(plan.env)[f"lb_{self.colour}"]
+        healthy = published and http_answers(f"{plan.direct_url}/", ok=200)
+        state = "PUBLISHED" if published else "ABSENT"
+        return ServiceHealth(
+            f"echobase-{self.colour}-frontend", "frontend", state, None, port, healthy
+        )
 
     def queue_depth(self, plan: ColourPlan) -> int | None:
         """Messages waiting or being processed; None when the queue server is down."""
