@@ -451,6 +451,8 @@ def _colour_routes(
         lines = [
             f"{inner}gzip on;",
             f"{inner}gzip_vary on;",
+            # Level 1 (the default) sent 106 kB for the 274 kB script; 6 is most of -9's gain.
+            f"{inner}gzip_comp_level 6;",
             f"{inner}gzip_types {' '.join(COMPRESSED_TYPES)};",
             *_headers(inner, https, served_by),
         ]
