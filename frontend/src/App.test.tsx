@@ -52,6 +52,36 @@ describe("routes and the session", () => {
     expect(fetch.mock.calls.some(([url, init]) => String(url).endsWith("/auth/logout") && init?.method === "POST")).toBe(true);
   });
 
+  it("explains a network failure on login in words", async () => {
+    vi.stubGlobal("fetch", vi.fn(async () => Promise.reject(new TypeError("Failed to fetch"))));
+    renderApp("/login", false);
+    await userEvent.type(screen.getByLabelText("Username"), "ada");
+    await userEvent.type(screen.getByLabelText("Password"), "Passw0rdX");
+    await userEvent.click(screen.getByRole("button", { name: "Login" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent(/Cannot reach the server/);
+  });
+
+  it("signs out locally even when the logout request fails", async () => {
+    mockFetch((url) => (url.endsWith("/auth/logout") ? { status: 503, body: {} } : { body: { products: [] } }));
+    renderApp("/orders");
+    await userEvent.click(await screen.findByRole("button", { name: "Logout" }));
+    expect(await screen.findByRole("heading", { name: "Login" })).toBeInTheDocument();
+    expect(sessionStorage.getItem("user")).toBeNull();
+  });
+
+  it("has the login page's contract: one h1, named inputs, a submit button and a link to register", () => {
+    mockFetch(() => ({ body: {} }));
+    renderApp("/login", false);
+    expect(document.querySelectorAll("h1")).toHaveLength(1);
+    expect(document.querySelector("h1")).toHaveTextContent("Login");
+    expect(document.querySelector('input[name="username"]')).not.toBeNull();
+    expect(document.querySelector('input[name="password"]')).toHaveAttribute("type", "password");
+    const submits = document.querySelectorAll('button[type="submit"]');
+    expect(submits).toHaveLength(1);
+    expect(submits[0]).toHaveTextContent("Login");
+    expect(document.querySelector('a[href="/register"]')).not.toBeNull();
+  });
+
   it("refuses a bad registration before sending anything", async () => {
     const fetch = mockFetch(() => ({ body: {} }));
     renderApp("/register", false);

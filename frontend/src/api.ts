@@ -20,9 +20,16 @@ export class ApiError extends Error {
   constructor(
     message: string,
     readonly status: number,
+    /** A validation failure's messages, one per field problem (``details[].msg``). */
+    readonly details: readonly string[] = [],
   ) {
     super(message);
     this.name = "ApiError";
+  }
+
+  /** What to show: the validation messages as a list, else the one message. */
+  get messages(): string[] {
+    return this.details.length > 0 ? [...this.details] : [this.message];
   }
 }
 
@@ -40,10 +47,16 @@ interface ErrorBody {
   details?: { msg?: string }[];
 }
 
-function messageOf(body: ErrorBody | null, status: number): string {
-  if (body?.details?.length) {
-    return body.details.map((d) => d.msg ?? "Invalid value").join(". ");
-  }
+function detailsOf(body: ErrorBody | null): string[] {
+  if (!Array.isArray(body?.details)) return [];
+  return body.details.map((d) => (typeof d?.msg === "string" && d.msg ? d.msg : "Invalid value"));
+}
+
+/** The text a person reads for a failed call: the validation messages, else ``message``,
+ * else ``error``, else a sentence for the status. */
+export function messageOf(body: ErrorBody | null, status: number): string {
+  const details = detailsOf(body);
+  if (details.length > 0) return details.join(". ");
   if (body?.message) return body.message;
   if (body?.error) return body.error;
   return status >= 500 ? "The service is unavailable; please try again" : `Request failed (${status})`;
@@ -60,6 +73,7 @@ async function request<T>(
     response = await fetch(`/api/v1${path}`, {
       method,
       credentials: "same-origin",
+      // A content type only where there is content: a GET has no body to describe.
       headers: body === undefined ? {} : { "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -74,7 +88,8 @@ async function request<T>(
   }
   if (!response.ok) {
     if (response.status === 401 && options.signOutOn401 !== false) onUnauthorised();
-    throw new ApiError(messageOf(parsed as ErrorBody | null, response.status), response.status);
+    const error = (typeof parsed === "object" ? parsed : null) as ErrorBody | null;
+    throw new ApiError(messageOf(error, response.status), response.status, detailsOf(error));
   }
   return parsed as T;
 }

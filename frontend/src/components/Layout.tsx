@@ -28,8 +28,8 @@ export function Alert({ messages }: { messages: string[] }) {
         messages[0]
       ) : (
         <ul>
-          {messages.map((m) => (
-            <li key={m}>{m}</li>
+          {messages.map((m, i) => (
+            <li key={`${i}:${m}`}>{m}</li>
           ))}
         </ul>
       )}

@@ -66,4 +66,26 @@ describe("the order history", () => {
     expect(await screen.findByText("<img src=x onerror=alert(1)>")).toBeInTheDocument();
     expect(document.querySelector("img")).toBeNull();
   });
+
+  it("reloads the list on Refresh", async () => {
+    let answer: unknown[] = [];
+    const fetch = mockFetch((url) =>
+      url.endsWith("/orders") ? { body: { success: true, orders: answer, count: answer.length } } : { body: {} },
+    );
+    renderApp("/my-orders");
+    await screen.findByText("No orders yet");
+    answer = ORDERS.slice(0, 1);
+    const refresh = screen.getByRole("button", { name: "Refresh" });
+    expect(refresh).toHaveAttribute("type", "button");
+    await userEvent.click(refresh);
+    expect(await screen.findByText("Webcam")).toBeInTheDocument();
+    expect(fetch.mock.calls.filter(([url]) => String(url).endsWith("/orders"))).toHaveLength(2);
+    expect(screen.getByRole("link", { name: "Place New Order" })).toHaveAttribute("href", "/orders");
+  });
+
+  it("shows the API's message when the list cannot be read", async () => {
+    mockFetch(() => ({ status: 503, body: { error: "Service Unavailable", message: "Database is unavailable" } }));
+    renderApp("/my-orders");
+    expect(await screen.findByRole("alert")).toHaveTextContent("Database is unavailable");
+  });
 });

@@ -51,6 +51,42 @@ describe("the order form", () => {
     expect(total).toHaveValue("$149.97");
   });
 
+  it("shows $0.00 for a quantity that is not a whole number from 1", async () => {
+    backend();
+    renderApp("/orders");
+    await screen.findByRole("option", { name: "Keyboard — $49.99" });
+    await userEvent.selectOptions(screen.getByLabelText("Product"), "7");
+    const quantity = screen.getByLabelText("Quantity");
+    expect(quantity).toHaveAttribute("type", "number");
+    expect(quantity).toHaveAttribute("min", "1");
+    await userEvent.clear(quantity);
+    expect(screen.getByLabelText("Total price")).toHaveValue("$0.00");
+    await userEvent.type(quantity, "0");
+    expect(screen.getByLabelText("Total price")).toHaveValue("$0.00");
+  });
+
+  it("disables submit while the order is being sent", async () => {
+    let release: (response: Response) => void = () => {};
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async (input: RequestInfo | URL, init: RequestInit = {}) => {
+        const url = String(input);
+        if (url.includes("/products")) return Response.json({ success: true, products: PRODUCTS });
+        if (init.method === "POST") return new Promise<Response>((resolve) => (release = resolve));
+        return Response.json({});
+      }),
+    );
+    renderApp("/orders");
+    await screen.findByRole("option", { name: "Mouse — $29.99" });
+    await userEvent.selectOptions(screen.getByLabelText("Product"), "10");
+    await userEvent.click(screen.getByRole("button", { name: "Place Order" }));
+    const pending = screen.getByRole("button", { name: /Placing order/ });
+    expect(pending).toBeDisabled();
+    release(Response.json({ success: true, messageId: "m-1" }, { status: 201 }));
+    expect(await screen.findByText(/Message ID: m-1/)).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Place Order" })).toBeDisabled(); // reset: no product
+  });
+
   it("shows the message id on success and resets the form", async () => {
     const fetch = backend();
     renderApp("/orders");

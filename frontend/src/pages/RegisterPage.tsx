@@ -51,7 +51,7 @@ export function RegisterPage() {
       signIn(user);
       navigate("/orders", { replace: true });
     } catch (caught) {
-      setErrors([caught instanceof ApiError ? caught.message : "Registration failed"]);
+      setErrors(caught instanceof ApiError ? caught.messages : ["Registration failed"]);
       setBusy(false);
     }
   }
