@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { api, ApiError, messageOf, setUnauthorisedHandler } from "./api";
-import { mockFetch } from "./test-helpers";
+import { mockFetch, validationFailure } from "./test-helpers";
 
 afterEach(() => {
   vi.unstubAllGlobals();
@@ -35,16 +35,9 @@ describe("the API wrapper", () => {
   });
 
   it("turns a validation failure into its list of messages", async () => {
-    mockFetch(() => ({
-      status: 400,
-      body: {
-        error: "Validation failed",
-        details: [
-          { type: "field", path: "email", msg: "Email must be a valid address", location: "body" },
-          { type: "field", path: "password", msg: "Password is too weak", location: "body" },
-        ],
-      },
-    }));
+    mockFetch(() =>
+      validationFailure({ email: "Email must be a valid address", password: "Password is too weak" }),
+    );
     const error = await failure(api.register({ username: "a", email: "b", fullName: "c", password: "d" }));
     expect(error.status).toBe(400);
     expect(error.messages).toEqual(["Email must be a valid address", "Password is too weak"]);

@@ -42,3 +42,14 @@ export function renderApp(path: string, signedIn = true) {
     </MemoryRouter>,
   );
 }
+
+/** A 400 as the gateway sends it for failing fields: one ``details`` entry per field. */
+export function validationFailure(fields: Record<string, string>) {
+  return {
+    status: 400,
+    body: {
+      error: "Validation failed",
+      details: Object.entries(fields).map(([path, msg]) => ({ type: "field", path, msg, location: "body" })),
+    },
+  };
+}

@@ -1,7 +1,7 @@
 import { screen, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ADA, mockFetch, renderApp } from "../test-helpers";
+import { ADA, mockFetch, renderApp, validationFailure } from "../test-helpers";
 
 afterEach(() => vi.unstubAllGlobals());
 
@@ -65,16 +65,9 @@ describe("the registration page", () => {
   });
 
   it("lists each of the API's validation messages", async () => {
-    mockFetch(() => ({
-      status: 400,
-      body: {
-        error: "Validation failed",
-        details: [
-          { type: "field", path: "email", msg: "Email must be a valid address", location: "body" },
-          { type: "field", path: "username", msg: "Username is taken by policy", location: "body" },
-        ],
-      },
-    }));
+    mockFetch(() =>
+      validationFailure({ email: "Email must be a valid address", username: "Username is taken by policy" }),
+    );
     renderApp("/register", false);
     await fillIn();
     const alert = await screen.findByRole("alert");
