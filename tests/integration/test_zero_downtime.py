@@ -48,28 +48,25 @@ import ssl
 import statistics
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from bluegreen_support import BlueGreenSystem, database, stored_orders
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.release import Release
+from load_support import LoadUser, percentile
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 USERS = 8
 CYCLES = 10  # each: deploy (switches), rollback, switch: three switches
-THINK_SECONDS = 0.04  # between a user's requests: steady load, CPU left for the deploys
 LOAD_LIMIT_SECONDS = 360  # the load stops by itself even if the test body never stops it
 PAUSE_SECONDS = 0.6  # traffic between two operations, for the per-window colour check
 ORDERS_STORED_SECONDS = 30
-PASSWORD = "Passw0rdOk"
 
 
 @pytest.fixture(scope="module")
@@ -79,125 +76,6 @@ def bg() -> Iterator[BlueGreenSystem]:
         yield system
     finally:
         system.destroy()
-
-
-@dataclass
-class Sample:
-    started: float  # monotonic, before the first attempt
-    method: str
-    path: str
-    status: int | None = None
-    served_by: str | None = None
-    seconds: float = 0.0  # both attempts when resent
-    error: str | None = None
-    resent: str | None = None  # why the first attempt provably never reached nginx
-
-
-@dataclass
-class LoadUser:
-    index: int
-    url: str
-    verify: ssl.SSLContext
-    stop: threading.Event
-    deadline: float
-    samples: list[Sample] = field(default_factory=list)
-    order_uids: list[str] = field(default_factory=list)
-    username: str = ""
-    http: httpx.Client | None = None
-    token: str = ""
-
-    def login(self) -> None:
-        self.http = httpx.Client(
-            base_url=self.url, verify=self.verify, timeout=15, headers={"Origin": self.url}
-        )
-        self.username = f"zd{self.index}_{uuid.uuid4().hex[:8]}"
-        registered = self.http.post(
-            "/api/v1/auth/register",
-            json={
-                "username": self.username,
-                "email": f"{self.username}@example.com",
-                "fullName": f"Load user {self.index}",
-                "password": PASSWORD,
-            },
-        )
-        assert registered.status_code == 201, registered.text
-        login = self.http.post(
-            "/api/v1/auth/login", json={"username": self.username, "password": PASSWORD}
-        )
-        assert login.status_code == 200, login.text
-        # The cookie is Secure and this client keeps no cookie jar of its own for it: the
-        # token goes back as a bearer header, as an API client would send it.
-        self.token = login.headers["set-cookie"].split("=", 1)[1].split(";", 1)[0].strip('"')
-
-    def run(self) -> None:
-        requests = 0
-        try:
-            while not self.stop.is_set() and time.monotonic() < self.deadline:
-                for method, path in (
-                    ("GET", "/api/v1/products"),
-                    ("GET", "/api/v1/orders"),
-                    ("POST", "/api/v1/orders"),
-                ):
-                    body = (
-                        {"productId": 1 + requests % 11, "quantity": 1 + requests % 3}
-                        if method == "POST"
-                        else None
-                    )
-                    self.samples.append(self.request(method, path, body))
-                    requests += 1
-                    time.sleep(THINK_SECONDS)
-        finally:
-            assert self.http is not None
-            self.http.close()
-
-    def request(self, method: str, path: str, body: dict[str, int] | None) -> Sample:
-        sample = Sample(time.monotonic(), method, path)
-        assert self.http is not None
-        for attempt in (1, 2):
-            events: list[str] = []
-            try:
-                response = self.http.request(
-                    method,
-                    path,
-                    json=body,
-                    headers={"Authorization": f"Bearer {self.token}"},
-                    extensions={"trace": lambda name, _info, seen=events: seen.append(name)},
-                )
-            except httpx.TransportError as exc:
-                why = never_read_by_nginx(exc, events)
-                if attempt == 1 and why is not None:
-                    sample.resent = why
-                    continue
-                sample.error = f"{type(exc).__name__}: {exc}"
-                break
-            sample.status = response.status_code
-            sample.served_by = response.headers.get("x-served-by")
-            if response.status_code == 201 and method == "POST":
-                self.order_uids.append(str(response.json()["order"]["orderId"]))
-            break
-        sample.seconds = time.monotonic() - sample.started
-        return sample
-
-
-def never_read_by_nginx(exc: httpx.TransportError, events: list[str]) -> str | None:
-    """Why this failed attempt cannot have been read by nginx, or None if it may have been.
-
-    Only one case qualifies: the attempt went out on a kept-alive connection (no new TCP
-    connection in its trace) and that connection ended before any response headers came
-    back. nginx closes a connection before answering only when it has read nothing from it
-    (an idle keep-alive connection, closed by a worker that a reload retires)."""
-    reused = "connection.connect_tcp.started" not in events
-    no_headers = (
-        "http11.receive_response_headers.failed" in events
-        and "http11.receive_response_headers.complete" not in events
-    )
-    if not (reused and no_headers):
-        return None
-    if isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc):
-        return "kept-alive connection closed before any response"
-    if isinstance(exc, httpx.ReadError) and "reset" in str(exc).lower():
-        return "kept-alive connection reset before any response"
-    return None
 
 
 @dataclass
@@ -239,11 +117,6 @@ def logged_requests(bg: BlueGreenSystem, method: str, path: str) -> int:
     log = bg.system.plan("devlocal").load_balancer(None).access_log
     entries = (json.loads(line) for line in log.read_text().splitlines() if line.strip())
     return sum(entry["method"] == method and entry["path"] == path for entry in entries)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def test_switches_under_load_lose_no_request_and_no_order(bg):

@@ -12,6 +12,7 @@ from echobase import __version__
 from echobase.app.core import metrics
 from echobase.app.core.config import GatewaySettings, gateway_settings
 from echobase.app.core.logging import configure_logging
+from echobase.app.core.serve import follow_server_process
 from echobase.app.gateway.api.routes import auth, health, orders, products
 from echobase.app.gateway.context import gateway_lifespan
 from echobase.app.gateway.errors import install_error_handlers
@@ -21,6 +22,7 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    follow_server_process()  # in each uvicorn worker, which imports and calls this
     settings = settings or gateway_settings()
     configure_logging("api-gateway", settings.colour, settings.log_level)
 
