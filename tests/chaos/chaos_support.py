@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from bluegreen_support import BlueGreenSystem, database, stored_orders
+from durable_support import alive, children, cmdline
 from echobase.platform.durable.credentials import aws_client
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
@@ -56,31 +57,6 @@ SETTLE_LIMIT_SECONDS = 75.0
 # The gateway's own budget for an answer; the client gives up later than that.
 ANSWER_LIMIT_SECONDS = 10.0
 CLIENT_TIMEOUT_SECONDS = 20.0
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def answers(client: httpx.Client, url: str) -> bool:
