@@ -24,45 +24,20 @@ import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
 import pymysql
 
-from echobase.app.messages import build_order_message
 from echobase.platform.devstack import DevStack, StackPorts, service_env
 from echobase.platform.durable.mariadb import admin_connection, app_connection
 from echobase.platform.runtime.processes import free_port
-
-ORIGIN = "https://bench.local"
-
-
-def _stat(pid: int) -> tuple[int, float]:
-    """(parent pid, CPU seconds) of one process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds used so far by a process and its children (uvicorn workers)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid, seconds = _stat(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-        if int(entry.name) == root or ppid == root:
-            total += seconds
-    return total
+from support import ORIGIN, fill_queue, own_cpu, percentile, queue_depth, tree_cpu
 
 
 def cpu_snapshot(stack: DevStack) -> dict[str, float]:
     snapshot = {name: tree_cpu(p.pid) for name, p in stack.processes.items()}
-    snapshot["load generator"] = _stat(os.getpid())[1]
+    snapshot["load generator"] = own_cpu()
     return snapshot
 
 
@@ -82,11 +57,6 @@ def questions(stack: DevStack) -> int:
             return int(cur.fetchone()[1])
     finally:
         conn.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def register_users(base: str, count: int) -> list[tuple[int, str]]:
@@ -135,41 +105,11 @@ async def order_load(base: str, tokens: list[str], seconds: float) -> tuple[int,
     return len(latencies), failures, latencies
 
 
-def fill_queue(stack: DevStack, queue_url: str, user_id: int, count: int) -> None:
-    def send(n: int) -> None:
-        sqs = stack.client("sqs")
-        for start in range(0, n, 10):
-            entries = []
-            for i in range(min(10, n - start)):
-                body = build_order_message(
-                    user_id=user_id,
-                    product_id=11,
-                    product_name="Webcam",
-                    sku="WC-606",
-                    quantity=2,
-                    total_price=Decimal("119.98"),
-                    correlation_id="bench",
-                )
-                entries.append({"Id": str(i), "MessageBody": json.dumps(body)})
-            sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-
-    threads = 4
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(send, [count // threads + (i < count % threads) for i in range(threads)]))
-
-
 def empty_queue(stack: DevStack, queue_url: str) -> None:
     """PurgeQueue allows one call a minute; recreating the queue (same URL) does not wait."""
     stack.client("sqs").delete_queue(QueueUrl=queue_url)
     stack.create_queues()
     time.sleep(0.5)
-
-
-def queue_depth(stack: DevStack, queue_url: str) -> int:
-    attrs = stack.client("sqs").get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"])
 
 
 def bare_insert_rate(
@@ -233,8 +173,8 @@ def main() -> None:
         cpu_after, questions_after = cpu_snapshot(stack), questions(stack)
 
         empty_queue(stack, queues.queue_url)
-        fill_queue(stack, queues.queue_url, users[0][0], args.queued)
-        depth_before = queue_depth(stack, queues.queue_url)
+        fill_queue(lambda: stack.client("sqs"), queues.queue_url, users[0][0], args.queued)
+        depth_before = queue_depth(stack.client("sqs"), queues.queue_url)
         cpu_deep_before = cpu_snapshot(stack)
         ok_deep, fail_deep, lat_deep = asyncio.run(order_load(base, tokens, args.seconds))
         cpu_deep_after = cpu_snapshot(stack)
@@ -263,7 +203,7 @@ def main() -> None:
         # Processor: drain a known number of orders.
         stack.stop("api-gateway")
         empty_queue(stack, queues.queue_url)
-        fill_queue(stack, queues.queue_url, users[0][0], args.drain)
+        fill_queue(lambda: stack.client("sqs"), queues.queue_url, users[0][0], args.drain)
         conn = app_connection(credentials, autocommit=False)
         with conn.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM orders")

@@ -29,33 +29,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import re
 import shutil
-import signal
 import ssl
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from echobase.platform.bluegreen.pipeline import BlueGreen
-from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.release import build_release, clone_with_commit
-from echobase.platform.runtime.processes import free_ports
-from echobase.platform.stack import Stack, free_port_overrides, render_ports_toml
+from echobase.platform.stack import Stack
+from support import ENV, REPO, System
 
-ECHOBASE = str(Path(sys.executable).parent / "echobase")
-REPO = Path(__file__).resolve().parent.parent
-ENV = "devlocal"
 POLL_SECONDS = 0.005
 TARGETS = {
     "switch: first answer from the new colour": 0.5,
@@ -64,66 +55,6 @@ TARGETS = {
     "up: fresh state directory": 60.0,
 }
 _DONE = re.compile(r"^\s*done (.+) \((\d+(?:\.\d+)?)s\)\s*$")
-
-
-@dataclass
-class System:
-    """One private state directory on free ports, driven through the real CLI."""
-
-    home: Path
-    steps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-    @classmethod
-    def create(cls) -> System:
-        # Short: unix socket paths (supervisor, MariaDB) must stay under 108 bytes.
-        home = Path(tempfile.mkdtemp(prefix="eb-bench-", dir="/tmp"))
-        (home / "echobase.toml").write_text(render_ports_toml(free_port_overrides(free_ports)))
-        (home / "echobase.toml").chmod(0o600)
-        return cls(home)
-
-    def cli(
-        self, *args: str, cwd: Path | None = None, check: bool = True
-    ) -> tuple[float, subprocess.CompletedProcess[str]]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOBASE_")}
-        env["ECHOBASE_HOME"] = str(self.home)
-        env["COLUMNS"] = "200"
-        started = time.perf_counter()
-        result = subprocess.run(
-            [ECHOBASE, *args],
-            env=env,
-            cwd=cwd or self.home,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        seconds = time.perf_counter() - started
-        if check and result.returncode != 0:
-            raise SystemExit(f"echobase {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-        return seconds, result
-
-    def plan(self) -> DurablePlan:
-        return DurablePlan(Stack.load(self.home, offset=0, cwd=self.home), ENV)
-
-    def destroy(self) -> None:
-        """Stop what this state directory runs (by supervisord's pid), then delete it."""
-        self.cli("down", "--all", "--env", ENV, check=False)
-        pidfile = self.home / "supervisor" / "supervisord.pid"
-        try:
-            pid = int(pidfile.read_text().strip())
-        except (OSError, ValueError):
-            pid = None
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    os.kill(pid, 0)
-                    time.sleep(0.2)
-            except ProcessLookupError:
-                pass
-        subprocess.run(["chmod", "-R", "u+w", str(self.home)], check=False)  # releases are r/o
-        shutil.rmtree(self.home, ignore_errors=True)
 
 
 def done_steps(stderr: str) -> list[tuple[str, float]]:
