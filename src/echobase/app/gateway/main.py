@@ -17,6 +17,7 @@ from echobase.app.gateway.api.routes import auth, health, orders, products
 from echobase.app.gateway.context import gateway_lifespan
 from echobase.app.gateway.errors import install_error_handlers
 from echobase.app.gateway.middleware import EdgeMiddleware, RateLimitMiddleware
+from echobase.app.gateway.schemas import ERROR_RESPONSES
 
 API_PREFIX = "/api/v1"
 
@@ -38,7 +39,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     for module in (auth, products, orders):
         api.include_router(module.router)
     app.include_router(api)

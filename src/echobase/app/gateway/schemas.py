@@ -74,3 +74,22 @@ class OrderRequest(BaseModel):
 
     productId: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
     quantity: Annotated[StrictInt, Field(ge=1, le=10_000)]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a short name, and a message or the fields that failed."""
+
+    error: str
+    message: str | None = None
+    details: list[dict[str, str]] | None = None
+
+
+_ERROR = {"model": ErrorBody}
+# What any API route may answer besides its success: bad input (400, never FastAPI's 422),
+# no or bad session (401), CSRF (403), too large (413), rate limit (429), dependency down
+# (503). "4XX" also keeps FastAPI from documenting a 422 that never happens; found by
+# schemathesis (undocumented 400s).
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    "4XX": {**_ERROR, "description": "Refused: bad input, no session, CSRF, limits"},
+    503: {**_ERROR, "description": "A dependency (database, queue) is unavailable"},
+}
