@@ -301,7 +301,13 @@ def _proxy(indent: str, upstream: str, clear_authorization: bool = False) -> lis
         "proxy_http_version 1.1;",
         'proxy_set_header Connection "";  # keep upstream connections alive',
         "proxy_set_header Host $host;",
-        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        # nginx is the edge: whatever a client wrote into X-Forwarded-For is replaced, not
+        # appended to. Appended, a loopback client's spoofed hop sat before 127.0.0.1 (a
+        # trusted proxy), so the gateway took it as the client and the rate limit was
+        # evaded (found by tests/security).
+        "proxy_set_header X-Forwarded-For $remote_addr;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        'proxy_set_header Forwarded "";',
         "proxy_set_header X-Forwarded-Proto $scheme;",
         "proxy_set_header X-Forwarded-Host $host;",
         "proxy_set_header X-Forwarded-Port $server_port;",
