@@ -61,6 +61,8 @@ class GatewaySettings(ServiceSettings):
     health_cache_seconds: float = Field(default=5.0, ge=0, le=5.0)
     catalog_refresh_seconds: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A body that has not all arrived by then is refused (408), as nginx's client_body_timeout.
+    body_timeout_seconds: float = Field(default=15.0, gt=0)
     max_order_total: int = 1_000_000
     # Concurrent SendMessageBatch calls per worker (see gateway/publisher.py).
     sqs_senders: int = Field(default=2, ge=1, le=64)

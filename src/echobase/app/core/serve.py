@@ -25,6 +25,7 @@ def serve(factory: str, settings: ServiceSettings, workers: int = 1, grace: floa
         port=settings.port,
         workers=workers,
         server_header=False,
+        http="echobase.app.core.slow_clients:HeadDeadlineProtocol",
         proxy_headers=False,  # the gateway's edge middleware decides whom to believe
         access_log=False,
         log_level=settings.log_level,

@@ -66,5 +66,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         allowed_origins=settings.allowed_origins,
         trusted_proxies=settings.trusted_proxies,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout_seconds,
     )
     return app

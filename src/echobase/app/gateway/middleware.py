@@ -3,6 +3,7 @@ rate limiting, and a last-resort 500 that still carries those headers."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import re
@@ -110,6 +111,7 @@ class EdgeMiddleware:
         allowed_origins: Iterable[str],
         trusted_proxies: Iterable[str],
         max_body_bytes: int,
+        body_timeout: float = 15.0,
     ) -> None:
         self.app = app
         self.allowed_origins = frozenset(
@@ -117,6 +119,7 @@ class EdgeMiddleware:
         )
         self.trusted_proxies = frozenset(trusted_proxies)
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,7 +150,10 @@ class EdgeMiddleware:
                 receive, rejection = await self._limit_body(scope, receive)
             if rejection is not None:
                 status, body = rejection
-                await _send_json(send_with_headers, status, body)
+                # A body refused unread would keep the connection busy for as long as the
+                # client goes on sending it: close it once the answer is out.
+                close = [(b"connection", b"close")] if status in (408, 413) else []
+                await _send_json(send_with_headers, status, body, close)
                 return
             await self.app(scope, receive, send_with_headers)
         except Exception:
@@ -185,29 +191,25 @@ class EdgeMiddleware:
     async def _limit_body(
         self, scope: Scope, receive: Receive
     ) -> tuple[Receive, tuple[int, dict[str, Any]] | None]:
-        limit = self.max_body_bytes
-        too_large = (413, error_body("Payload Too Large", f"Request body exceeds {limit} bytes"))
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.isdigit():
                 return receive, (400, error_body("Bad Request", "Invalid Content-Length"))
             if int(length) > self.max_body_bytes:
-                return receive, too_large
+                return receive, self._too_large()
         if scope["method"] not in _UNSAFE_METHODS:
             return receive, None
-        # Read the (bounded) body now, so an oversized chunked upload is refused up front.
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return receive, (400, error_body("Bad Request", "Client disconnected"))
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return receive, too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        # Read the (bounded) body now, so an oversized chunked upload is refused up front, and
+        # within a deadline: a body trickled in a byte at a time would otherwise hold the
+        # request open for ever (found by tests/security).
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                refused = await self._read_body(receive, chunks)
+        except TimeoutError:
+            refused = 408, error_body("Request Timeout", "The request body arrived too slowly")
+        if refused is not None:
+            return receive, refused
         body = b"".join(chunks)
         replayed = False
 
@@ -219,6 +221,26 @@ class EdgeMiddleware:
             return await receive()
 
         return replay, None
+
+    def _too_large(self) -> tuple[int, dict[str, Any]]:
+        limit = self.max_body_bytes
+        return 413, error_body("Payload Too Large", f"Request body exceeds {limit} bytes")
+
+    async def _read_body(
+        self, receive: Receive, chunks: list[bytes]
+    ) -> tuple[int, dict[str, Any]] | None:
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return 400, error_body("Bad Request", "Client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return None
 
 
 class RateLimitMiddleware:
