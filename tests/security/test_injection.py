@@ -182,3 +182,35 @@ def test_markup_the_contract_refuses_is_never_reflected(gw, user, payload):
         assert r.status_code < 500
         assert_json(r)
         assert payload not in r.text and payload not in str(r.headers)
+
+
+BAD_BYTES = [
+    b'{"username": "\xff\xfe\xfd", "password": "x"}',  # not UTF-8
+    b'{"username": "\xc0\xaf", "password": "x"}',  # an overlong "/"
+    b'{"username": "\xed\xa0\x80", "password": "x"}',  # a UTF-8-encoded surrogate
+    b'\xef\xbb\xbf{"username": "bom", "password": "x"}',
+    b'\xff\xfe{\x00"\x00u\x00"\x00:\x001\x00}\x00',  # UTF-16
+    b'{"username": NaN, "password": Infinity}',
+    b'{"productId": 1e999999, "quantity": -1e999999}',
+    b'{"productId": 1, "productId": "1; DROP TABLE orders", "quantity": 1}',
+    b'{"username": "a", "password": "b", "__proto__": {"admin": true}}',
+    b'{"username": "' + b"\\u0000" * 1000 + b'", "password": "x"}',
+]
+
+
+@pytest.mark.parametrize("path", [REGISTER, LOGIN, ORDERS])
+def test_bytes_that_are_not_valid_json_text_are_a_clean_400(backing, gw, user, path):
+    before = snapshot(backing)
+    for body in BAD_BYTES:
+        r = gw.http.post(
+            path,
+            content=body,
+            headers={
+                "Origin": gw.origin,
+                "Content-Type": "application/json",
+                "Cookie": f"{gw.cookie_name}={user.token}",
+            },
+        )
+        assert r.status_code in (400, 401), (body[:40], r.status_code, r.text[:200])
+        assert_refused_cleanly(r)
+    assert snapshot(backing) == before

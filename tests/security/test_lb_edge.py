@@ -4,6 +4,7 @@ closed without credentials, and every listening socket of the system on loopback
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -231,3 +232,34 @@ def test_every_listening_socket_of_the_system_is_on_loopback(live):
             seen[pid] = listening[inode]
             assert listening[inode] in LOOPBACK, (pid, listening[inode])
     assert len(set(seen)) >= 6, seen  # nginx, MariaDB, the store, Prometheus, the colour
+
+
+def test_state_changes_from_another_origin_are_refused_through_the_lb(live):
+    """The origin rule as deployed (the LB's own URL is the one allowed), for a signed-in
+    user whose browser a foreign page makes send the session cookie along."""
+    with live.lb() as lb:
+        name = f"csrf_{os.urandom(6).hex()}"
+        body = {
+            "username": name,
+            "email": f"{name}@example.com",
+            "fullName": "Csrf Check",
+            "password": "Csrf1Passw0rd",
+        }
+        assert lb.post("/api/v1/auth/register", json=body, headers=live.origin).status_code == 201
+        assert lb.cookies.get("echobase_token")
+        order = {"productId": 1, "quantity": 1}
+        foreign = [
+            "https://evil.test",
+            "null",
+            f"{live.lb_url}, https://evil.test",
+            f"https://evil.test,{live.lb_url}",
+            live.lb_url.replace("https://", "http://"),
+            f"{live.lb_url}.evil.test",
+        ]
+        for origin in foreign:
+            r = lb.post("/api/v1/orders", json=order, headers={"Origin": origin})
+            assert r.status_code == 403, (origin, r.status_code, r.text)
+            assert r.json() == {"error": "Forbidden", "message": "Origin validation failed"}
+        r = lb.post("/api/v1/orders", json=order, headers={"Referer": "https://evil.test/x"})
+        assert r.status_code == 403
+        assert lb.post("/api/v1/orders", json=order, headers=live.origin).status_code == 201
