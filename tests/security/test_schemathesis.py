@@ -15,7 +15,7 @@ from conftest import ALLOWED_ORIGIN
 
 pytestmark = pytest.mark.timeout(900)
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
-EXAMPLES = int(os.environ.get("ECHOBASE_FUZZ_EXAMPLES", "500"))  # per operation and phase
+EXAMPLES = int(os.environ.get("ECHOBASE_FUZZ_EXAMPLES", "1500"))  # per operation and phase
 MIN_CASES = 2000
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
