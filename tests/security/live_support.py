@@ -5,6 +5,7 @@ temporary state directory on free ports."""
 from __future__ import annotations
 
 import ssl
+import uuid
 from dataclasses import dataclass
 
 import httpx
@@ -57,6 +58,26 @@ class LiveSystem:
 
     def clear_rate_limit(self) -> None:
         self.query("DELETE FROM rate_limit_windows")
+
+
+def account(prefix: str, **overrides: object) -> dict[str, object]:
+    """A registration body for a new user, with any field replaced."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    body: dict[str, object] = {
+        "username": name,
+        "email": f"{name}@example.com",
+        "fullName": "Security Check",
+        "password": "Secur1ty-Passw0rd",
+    }
+    return {**body, **overrides}
+
+
+def register(client: httpx.Client, origin: dict[str, str], prefix: str) -> dict[str, object]:
+    """Register a new user through ``client`` (which keeps the session cookie)."""
+    body = account(prefix)
+    r = client.post("/api/v1/auth/register", json=body, headers=origin)
+    assert r.status_code == 201, r.text
+    return body
 
 
 def create_live_system() -> LiveSystem:

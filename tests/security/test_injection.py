@@ -5,18 +5,19 @@ comes back verbatim as JSON data, never as HTML."""
 
 from __future__ import annotations
 
-import uuid
 from urllib.parse import quote
 
 import httpx
 import pytest
 
+from security.live_support import account
 from tests_support import LEAKS
 
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
 ORDERS = "/api/v1/orders"
 PRODUCTS = "/api/v1/products"
+JSON = "application/json"
 
 SQL = [
     "' OR '1'='1",
@@ -94,23 +95,12 @@ def assert_json(r: httpx.Response) -> None:
     r.json()
 
 
-def _register_body(**overrides: object) -> dict[str, object]:
-    name = f"i_{uuid.uuid4().hex[:12]}"
-    body = {
-        "username": name,
-        "email": f"{name}@example.com",
-        "fullName": "Inject Test",
-        "password": "Passw0rdOk",
-    }
-    return {**body, **overrides}
-
-
 def test_sql_injection_in_every_field_changes_nothing(backing, gw, user):
     before = snapshot(backing)
     created = 0
     for payload in SQL + XSS:
         for field in ("username", "email", "fullName", "password"):
-            r = gw.post(REGISTER, _register_body(**{field: payload}))
+            r = gw.post(REGISTER, account("i", **{field: payload}))
             if r.status_code == 201:  # a value the field's rules allow: stored as data
                 created += 1
                 assert_json(r)
@@ -150,7 +140,7 @@ def test_sql_injection_in_every_field_changes_nothing(backing, gw, user):
 @pytest.mark.parametrize("field", sorted(STORABLE))
 def test_storable_markup_is_kept_verbatim_and_read_back_as_json(backing, gw, field):
     for value in STORABLE[field]:
-        body = _register_body(**{field: value})
+        body = account("i", **{field: value})
         r = gw.post(REGISTER, body)
         assert r.status_code == 201, (value, r.text)
         assert_json(r)
@@ -169,7 +159,7 @@ def test_storable_markup_is_kept_verbatim_and_read_back_as_json(backing, gw, fie
 
 @pytest.mark.parametrize("payload", XSS)
 def test_markup_the_contract_refuses_is_never_reflected(gw, user, payload):
-    r = gw.post(REGISTER, _register_body(fullName=payload, username=f"x{payload}"))
+    r = gw.post(REGISTER, account("i", fullName=payload, username=f"x{payload}"))
     assert r.status_code == 400
     assert {d["path"] for d in r.json()["details"]} == {"fullName", "username"}
     assert_refused_cleanly(r, payload)
@@ -202,15 +192,7 @@ BAD_BYTES = [
 def test_bytes_that_are_not_valid_json_text_are_a_clean_400(backing, gw, user, path):
     before = snapshot(backing)
     for body in BAD_BYTES:
-        r = gw.http.post(
-            path,
-            content=body,
-            headers={
-                "Origin": gw.origin,
-                "Content-Type": "application/json",
-                "Cookie": f"{gw.cookie_name}={user.token}",
-            },
-        )
+        r = gw.post(path, content=body, token=user.token, headers={"Content-Type": JSON})
         assert r.status_code in (400, 401), (body[:40], r.status_code, r.text[:200])
         assert_refused_cleanly(r)
     assert snapshot(backing) == before

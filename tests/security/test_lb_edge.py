@@ -4,7 +4,6 @@ closed without credentials, and every listening socket of the system on loopback
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import threading
@@ -16,6 +15,7 @@ import pytest
 
 from durable_support import children
 from echobase.platform.durable.credentials import self_signed_certificate
+from security.live_support import register
 
 pytestmark = pytest.mark.timeout(600)
 LEGACY = "DEFAULT:@SECLEVEL=0"  # lets this client offer TLS 1.0/1.1 at all
@@ -238,14 +238,7 @@ def test_state_changes_from_another_origin_are_refused_through_the_lb(live):
     """The origin rule as deployed (the LB's own URL is the one allowed), for a signed-in
     user whose browser a foreign page makes send the session cookie along."""
     with live.lb() as lb:
-        name = f"csrf_{os.urandom(6).hex()}"
-        body = {
-            "username": name,
-            "email": f"{name}@example.com",
-            "fullName": "Csrf Check",
-            "password": "Csrf1Passw0rd",
-        }
-        assert lb.post("/api/v1/auth/register", json=body, headers=live.origin).status_code == 201
+        register(lb, live.origin, "csrf")
         assert lb.cookies.get("echobase_token")
         order = {"productId": 1, "quantity": 1}
         foreign = [

@@ -5,7 +5,6 @@ any of the system's processes (supervisord and everything under it, found by pid
 from __future__ import annotations
 
 import json
-import os
 import stat
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from durable_support import children
 from echobase.platform.durable.credentials import TLS
+from security.live_support import register
 
 pytestmark = pytest.mark.timeout(600)
 MIN_NEEDLE = 16  # shorter values (a port, the user name "echobase") are not secrets
@@ -54,23 +54,15 @@ def _exercise(live) -> None:
     """Every path that could log something sensitive: register, good and bad logins, an
     order, the history, a forged token."""
     with live.lb() as lb:
-        name = f"hyg_{os.urandom(6).hex()}"
-        body = {
-            "username": name,
-            "email": f"{name}@example.com",
-            "fullName": "Hygiene Check",
-            "password": "Hygiene1Passw0rd",
-        }
-        r = lb.post("/api/v1/auth/register", json=body, headers=live.origin)
-        assert r.status_code == 201, r.text
-        login = {"username": name, "password": body["password"]}
+        body = register(lb, live.origin, "hyg")
+        login = {"username": body["username"], "password": body["password"]}
         r = lb.post("/api/v1/auth/login", json=login, headers=live.origin)
         assert r.status_code == 200, r.text
         auth = {**live.origin, "Authorization": f"Bearer {r.cookies['echobase_token']}"}
         r = lb.post("/api/v1/orders", json={"productId": 1, "quantity": 1}, headers=auth)
         assert r.status_code == 201, r.text
         assert lb.get("/api/v1/orders", headers=auth).status_code == 200
-        wrong = {"username": name, "password": "Wrong1Password"}
+        wrong = {"username": body["username"], "password": "Wrong1Password"}
         assert lb.post("/api/v1/auth/login", json=wrong, headers=live.origin).status_code == 401
         lb.cookies.clear()  # the session cookie would win over the forged bearer token
         forged = {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."}

@@ -5,11 +5,9 @@ requests all land in the one bucket of the real address; the lockout follows the
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from security.live_support import LIVE_RATE_LIMIT, LiveSystem
+from security.live_support import LIVE_RATE_LIMIT, LiveSystem, register
 from tests_support import ORIGIN_HEADERS
 
 pytestmark = pytest.mark.timeout(300)
@@ -55,27 +53,14 @@ def test_spoofed_addresses_do_not_evade_the_rate_limit_through_the_lb(live):
         live.clear_rate_limit()
 
 
-def _register(client, prefix: str, origin: dict[str, str]) -> tuple[str, str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    password = "Spoof1Passw0rd"
-    body = {
-        "username": name,
-        "email": f"{name}@example.com",
-        "fullName": "Spoof Test",
-        "password": password,
-    }
-    r = client.post("/api/v1/auth/register", json=body, headers=origin)
-    assert r.status_code == 201, r.text
-    return name, password
-
-
-def _lockout_holds(client, name: str, password: str, origin: dict[str, str]) -> None:
+def _lockout_holds(client, origin: dict[str, str]) -> None:
     """Five failures, each from a different claimed address, lock the account for all."""
-    wrong = {"username": name, "password": "Wrong1Password"}
+    user = register(client, origin, "spoof")
+    wrong = {"username": user["username"], "password": "Wrong1Password"}
     for i in range(5):
         r = client.post(LOGIN, json=wrong, headers={**origin, **spoofed(i)})
         assert r.status_code == 401, r.text
-    right = {"username": name, "password": password}
+    right = {"username": user["username"], "password": user["password"]}
     for i in range(5, 8):
         r = client.post(LOGIN, json=right, headers={**origin, **spoofed(i)})
         assert r.status_code == 429, r.text
@@ -87,16 +72,14 @@ def test_spoofed_addresses_do_not_evade_the_lockout_through_the_lb(live):
     live.clear_rate_limit()
     try:
         with live.lb() as lb:
-            name, password = _register(lb, "spl", live.origin)
-            _lockout_holds(lb, name, password, live.origin)
+            _lockout_holds(lb, live.origin)
     finally:
         live.clear_rate_limit()
 
 
 def test_spoofed_addresses_do_not_evade_the_lockout_at_a_gateway(gateway_factory):
     gw = gateway_factory("gw-spoof")
-    name, password = _register(gw.http, "spg", ORIGIN_HEADERS)
-    _lockout_holds(gw.http, name, password, ORIGIN_HEADERS)
+    _lockout_holds(gw.http, ORIGIN_HEADERS)
 
 
 def test_forwarded_and_other_headers_do_not_change_the_bucket_at_a_gateway(
