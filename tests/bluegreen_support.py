@@ -10,7 +10,6 @@ from pathlib import Path
 
 from durable_support import DurableSystem
 from echobase.app.core.secrets import DatabaseCredentials
-from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.release import Release, build_release, clone_with_commit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,19 +62,15 @@ def database(bg: BlueGreenSystem) -> DatabaseCredentials:
 
 
 def stored_orders(bg: BlueGreenSystem, uids: list[str]) -> dict[str, int]:
-    conn = app_connection(database(bg))
-    try:
-        with conn.cursor() as cur:
-            found: dict[str, int] = {}
-            for start in range(0, len(uids), 1000):
-                chunk = uids[start : start + 1000]
-                marks = ",".join(["%s"] * len(chunk))
-                cur.execute(
-                    f"SELECT order_uid, COUNT(*) FROM orders WHERE order_uid IN ({marks})"
-                    " GROUP BY order_uid",
-                    chunk,
-                )
-                found.update({uid: n for uid, n in cur.fetchall()})
-            return found
-    finally:
-        conn.close()
+    found: dict[str, int] = {}
+    for start in range(0, len(uids), 1000):
+        chunk = uids[start : start + 1000]
+        marks = ",".join(["%s"] * len(chunk))
+        rows = bg.system.query(
+            "devlocal",
+            f"SELECT order_uid, COUNT(*) FROM orders WHERE order_uid IN ({marks})"
+            " GROUP BY order_uid",
+            chunk,
+        )
+        found.update({str(uid): n for uid, n in rows})
+    return found

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,13 +125,13 @@ class DurableSystem:
     def secret_values(self, env: str) -> dict[str, str]:
         return {name: self.secret(env, name) for name in SECRET_NAMES}
 
-    def query(self, env: str, sql: str) -> list[tuple]:
+    def query(self, env: str, sql: str, args: Sequence[object] = ()) -> list[tuple]:
         """As the app user, with the credentials the store holds (what the services use)."""
         creds = DatabaseCredentials.from_secret(self.secret(env, credentials.DATABASE))
         conn = app_connection(creds)
         try:
             with conn.cursor() as cur:
-                cur.execute(sql)
+                cur.execute(sql, args or None)  # None: a literal % in sql is not a placeholder
                 return list(cur.fetchall())
         finally:
             conn.close()

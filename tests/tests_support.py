@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import uuid
+from typing import Any
 
 import httpx
 
@@ -34,6 +35,17 @@ LEAKS = (
     "MariaDB",
     "orders_db",
 )
+
+
+def receive_all(sqs: Any, queue_url: str, rounds: int = 5, **options: Any) -> list[dict]:
+    """A queue's messages, batch by batch (at most ``rounds``) until a receive comes back empty."""
+    found: list[dict] = []
+    for _ in range(rounds):
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, **options)
+        found += got.get("Messages", [])
+        if not got.get("Messages"):
+            break
+    return found
 
 
 def register(base_url: str, password: str = "Passw0rdX") -> str:

@@ -29,15 +29,15 @@ from typing import Any
 
 import httpx
 
-from bluegreen_support import BlueGreenSystem, database, stored_orders
+from bluegreen_support import BlueGreenSystem, stored_orders
 from durable_support import alive, children, cmdline
 from echobase.platform.durable.credentials import aws_client
-from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.ephemeral.plan import GATEWAY_WORKERS, ColourPlan, other_colour
 from echobase.platform.runtime.services import supervisor_for
 from echobase.platform.runtime.supervisor import Supervisor
 from load_support import LoadUser, Sample
+from tests_support import receive_all
 
 ENV = "devlocal"
 OUTCOMES: list[Outcome] = []  # for the table at the end of the run
@@ -332,23 +332,15 @@ class Chaos:
         for colour in ("blue", "green"):
             sqs = self.sqs(colour)
             dlq = self.colour(colour).queues.dlq_url
-            for _ in range(20):
-                got = sqs.receive_message(
-                    QueueUrl=dlq,
-                    MaxNumberOfMessages=10,
-                    VisibilityTimeout=2,
-                    MessageAttributeNames=["All"],
-                    AttributeNames=["ApproximateReceiveCount"],
-                ).get("Messages", [])
-                if not got:
-                    break
-                for message in got:
-                    reason = message.get("MessageAttributes", {}).get("FailureReason", {})
-                    why = reason.get("StringValue") or "redrive: received too many times"
-                    try:
-                        found[str(json.loads(message["Body"])["orderId"])] = why
-                    except (ValueError, KeyError, TypeError):
-                        found[message["MessageId"]] = why
+            # A short visibility: the messages are back in place for the next look.
+            got = receive_all(sqs, dlq, 20, VisibilityTimeout=2, MessageAttributeNames=["All"])
+            for message in got:
+                reason = message.get("MessageAttributes", {}).get("FailureReason", {})
+                why = reason.get("StringValue") or "redrive: received too many times"
+                try:
+                    found[str(json.loads(message["Body"])["orderId"])] = why
+                except (ValueError, KeyError, TypeError):
+                    found[message["MessageId"]] = why
         return found
 
 
@@ -410,15 +402,11 @@ class Load:
 
 def rows_per_order(bg: BlueGreenSystem, usernames: list[str]) -> dict[str, int]:
     """order uid -> rows, for every order these users have in the database."""
-    conn = app_connection(database(bg))
-    try:
-        with conn.cursor() as cur:
-            marks = ",".join(["%s"] * len(usernames))
-            cur.execute(
-                "SELECT o.order_uid, COUNT(*) FROM orders o JOIN users u ON u.id = o.user_id"
-                f" WHERE u.username IN ({marks}) GROUP BY o.order_uid",
-                usernames,
-            )
-            return {str(uid): n for uid, n in cur.fetchall()}
-    finally:
-        conn.close()
+    marks = ",".join(["%s"] * len(usernames))
+    rows = bg.system.query(
+        ENV,
+        "SELECT o.order_uid, COUNT(*) FROM orders o JOIN users u ON u.id = o.user_id"
+        f" WHERE u.username IN ({marks}) GROUP BY o.order_uid",
+        usernames,
+    )
+    return {str(uid): n for uid, n in rows}

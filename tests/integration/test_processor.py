@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from echobase.app.messages import build_order_message
+from tests_support import receive_all
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -64,18 +65,7 @@ def rows_for(backing, order_uid: str) -> list[tuple]:
 
 
 def dlq_bodies(sqs, dlq_url: str) -> list[dict]:
-    found = []
-    for _ in range(5):
-        got = sqs.receive_message(
-            QueueUrl=dlq_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        found += got
-        if not got:
-            break
-    return found
+    return receive_all(sqs, dlq_url, WaitTimeSeconds=1, MessageAttributeNames=["All"])
 
 
 def test_stores_an_order_as_completed_and_reports_health(backing, user_id):

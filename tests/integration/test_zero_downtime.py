@@ -55,8 +55,7 @@ from typing import Any
 
 import pytest
 
-from bluegreen_support import BlueGreenSystem, database, stored_orders
-from echobase.platform.durable.mariadb import app_connection
+from bluegreen_support import BlueGreenSystem, stored_orders
 from echobase.platform.release import Release
 from load_support import LoadUser, percentile
 
@@ -98,18 +97,14 @@ def run_operation(bg: BlueGreenSystem, *args: str) -> Operation:
 
 
 def orders_per_user(bg: BlueGreenSystem, usernames: list[str]) -> dict[str, int]:
-    conn = app_connection(database(bg))
-    try:
-        with conn.cursor() as cur:
-            marks = ",".join(["%s"] * len(usernames))
-            cur.execute(
-                "SELECT u.username, COUNT(o.id) FROM users u LEFT JOIN orders o"
-                f" ON o.user_id = u.id WHERE u.username IN ({marks}) GROUP BY u.username",
-                usernames,
-            )
-            return {name: n for name, n in cur.fetchall()}
-    finally:
-        conn.close()
+    marks = ",".join(["%s"] * len(usernames))
+    rows = bg.system.query(
+        "devlocal",
+        "SELECT u.username, COUNT(o.id) FROM users u LEFT JOIN orders o"
+        f" ON o.user_id = u.id WHERE u.username IN ({marks}) GROUP BY u.username",
+        usernames,
+    )
+    return {name: n for name, n in rows}
 
 
 def logged_requests(bg: BlueGreenSystem, method: str, path: str) -> int:
