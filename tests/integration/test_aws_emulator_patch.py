@@ -232,3 +232,66 @@ def test_delete_rules_unchanged(sqs: Any) -> None:
         sqs.delete_message(QueueUrl=url, ReceiptHandle="bogus-handle")
     assert info.value.response["Error"]["Code"] == "ReceiptHandleIsInvalid"
     assert counts(sqs, url)["visible"] == 29
+
+
+def raw_exchange(sock: Any, request: bytes) -> tuple[bytes, bytes]:
+    """Send one HTTP/1.1 request on an open socket; the answer's head and its body."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(
+        next(
+            line.split(b":", 1)[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def test_connections_stay_open_between_requests_and_a_partly_read_body_is_skipped(
+    endpoint: str, sqs: Any
+) -> None:
+    import socket
+
+    url = new_queue(sqs)
+    host, port = endpoint.removeprefix("http://").split(":")
+    form = f"Action=SendMessage&QueueUrl={url}&MessageBody=kept".encode()
+    send = (
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded"
+        b"\r\nAuthorization: AWS4-HMAC-SHA256 Credential=echobase-local/20260101/us-east-1/sqs/"
+        b"aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form
+    )
+    # moto's JSON API answers GET /moto-api/data.json without reading the body sent with it:
+    # those bytes must be skipped, not parsed as the next request.
+    unread = b"x" * 5000
+    ignored = (
+        b"GET /moto-api/data.json HTTP/1.1\r\nHost: localhost\r\nContent-Length: "
+        + str(len(unread)).encode()
+        + b"\r\n\r\n"
+        + unread
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for request in (send, ignored, send, send):
+            head, _ = raw_exchange(sock, request)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert b"connection: close" not in head.lower()
+    assert counts(sqs, url)["visible"] == 3
+
+
+def test_a_client_asking_to_close_is_closed(endpoint: str) -> None:
+    import socket
+
+    host, port = endpoint.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head, _ = raw_exchange(
+            sock, b"GET /moto-api/data.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert head.startswith(b"HTTP/1.1 200")
+        assert sock.recv(1) == b""  # the server closed its side
