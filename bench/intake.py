@@ -9,7 +9,8 @@ Prints, measured in one run on this machine:
   2. the same with --queued orders already waiting in the queue, and the ratio to 1;
   3. the processor draining --drain orders from the queue into MariaDB (orders/s), against a
      bare batched INSERT (10 rows a transaction, the processor's batch size) into the same
-     database, and the ratio.
+     database, and against a bare ReceiveMessage(10) + DeleteMessageBatch drain of the same
+     queue server with as many loops (the queue's own ceiling), and the ratios.
 The load generator shares the 2 cores with the system under test: figures are a floor.
 """
 
@@ -22,9 +23,11 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pymysql
@@ -127,6 +130,43 @@ def bare_insert_rate(
             cur.executemany(sql, [(str(uuid.uuid4()), user_id) for _ in range(10)])
             backing_conn.commit()
     return rows / (time.perf_counter() - started)
+
+
+def bare_drain_rate(sqs: Any, queue_url: str, count: int, loops: int) -> float:
+    """The queue server's own ceiling for the processor: ``loops`` threads doing nothing but
+    ReceiveMessage(10) + DeleteMessageBatch until ``count`` messages are gone."""
+    taken = 0
+    lock = threading.Lock()
+
+    def drain() -> None:
+        nonlocal taken, finished
+        while True:
+            with lock:
+                if taken >= count:
+                    return
+            # No long poll: at the end a 20 s wait on the empty queue is not draining.
+            got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            messages = got.get("Messages", [])
+            if not messages:
+                continue
+            sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+            with lock:
+                taken += len(messages)
+                finished = time.perf_counter()
+
+    finished = started = time.perf_counter()
+    threads = [threading.Thread(target=drain) for _ in range(loops)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return taken / (finished - started)
 
 
 def main() -> None:
@@ -240,9 +280,19 @@ def main() -> None:
         stack.stop("order-processor")
         bare = bare_insert_rate(conn, users[0][0], args.drain)
         conn.close()
+        empty_queue(stack, queues.queue_url)
+        fill_queue(lambda: stack.client("sqs"), queues.queue_url, users[0][0], args.drain)
+        drain_ceiling = bare_drain_rate(
+            stack.client("sqs"), queues.queue_url, args.drain, args.pollers
+        )
         print(f"\nprocessor: {stored} orders queue -> MariaDB at {drain_rate:.1f} orders/s")
         print(f"bare batched INSERT (10 rows/commit) into the same MariaDB: {bare:.1f} rows/s")
-        print(f"ratio processor/bare: {drain_rate / bare:.2f}")
+        print(f"ratio processor/bare INSERT: {drain_rate / bare:.2f}")
+        print(
+            f"bare ReceiveMessage(10)+DeleteMessageBatch, {args.pollers} loops, same queue"
+            f" server: {drain_ceiling:.1f} msg/s; ratio processor/bare drain:"
+            f" {drain_rate / drain_ceiling:.2f}"
+        )
     finally:
         stack.stop_all()
 

@@ -1,7 +1,7 @@
 """Blue-green figures: how fast `echobase switch` moves traffic, and what `deploy` and `up`
 cost, on a private system (temporary state directory, free ports) beside anything running.
 
-    .venv/bin/python bench/switch.py [--runs 5] [--up-runs 1] [--skip-up]
+    .venv/bin/python bench/switch.py [--runs 5] [--up-runs 1] [--skip-up] [--load-switches 100]
 
 1. Builds two releases into a fresh state directory (this working tree, and HEAD plus one
    commit in a temporary clone), sets the durable layer up, deploys both (green, blue).
@@ -12,6 +12,12 @@ cost, on a private system (temporary state directory, free ports) beside anythin
    (``BlueGreen.switch`` in this process), which leaves out the CLI's start-up (~0.7 s of
    imports on the 2-core box). "stale" counts polls sent after the switch returned but
    answered by the old colour (must be 0).
+   Then ``--load-switches`` (100) switches, one every 0.6 s, while two wrk loads of
+   ``--load-connections`` (8) clients each ask GET /health through the LB, one on kept-alive
+   connections and one opening a connection per request: requests that failed (socket
+   errors, non-2xx) over all the switches, and each one's first answer from the new colour.
+   wrk does not resend a request whose kept-alive connection a reload closed, as browsers
+   do. Needs wrk (``apt-get install wrk``).
 3. deploy ``--release``, ``--runs`` times, alternating the two releases (each one drains
    the idle colour's previous run, starts the new one, smoke-tests, switches, smoke-tests).
 4. up, ``--up-runs`` times, each from a new empty state directory with the repository as
@@ -45,11 +51,12 @@ import httpx
 from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.release import build_release, clone_with_commit
 from echobase.platform.stack import Stack
-from support import ENV, REPO, System
+from support import BENCH_SERVICE_SETTINGS, ENV, REPO, System, WrkResult, wrk, wrk_request_script
 
 POLL_SECONDS = 0.005
 TARGETS = {
     "switch: first answer from the new colour": 0.5,
+    "switches under load: first answer from the new colour": 0.5,
     "switch: command wall time": 1.5,
     "deploy --release: command wall time": 20.0,
     "up: fresh state directory": 60.0,
@@ -149,10 +156,89 @@ def summary(name: str, values: list[float], target: float | None = None) -> str:
     return line
 
 
-def bench_switch_and_deploy(runs: int) -> tuple[dict[str, list[float]], list[str]]:
+def switches_under_load(
+    system: System,
+    bluegreen: BlueGreen,
+    verify: ssl.SSLContext,
+    live: str,
+    count: int,
+    connections: int,
+    every: float = 0.6,
+) -> tuple[str, dict[str, list[float]]]:
+    """``count`` switches (Python API, alternating, one every ``every`` s) under two wrk
+    loads of GET /health through the LB, ``connections`` clients each: one on kept-alive
+    connections, one opening a connection per request; the poller times each switch's first
+    answer from the new colour. Returns the live colour after."""
+    lb_url = system.plan().lb_url
+    seconds = 4 + count * every
+    loads = {
+        "kept-alive connections": wrk_request_script("GET", "/health"),
+        "a connection per request": wrk_request_script(
+            "GET", "/health", headers={"Connection": "close"}
+        ),
+    }
+    results: dict[str, WrkResult] = {}
+
+    def run(name: str, script: str) -> None:
+        results[name] = wrk(lb_url, script, connections, seconds, threads=1)
+
+    threads = [threading.Thread(target=run, args=item) for item in loads.items()]
+    poller = Poller(lb_url, verify)
+    for thread in threads:
+        thread.start()
+    poller.start()
+    time.sleep(2)  # the loads and the poller are answering before the first switch
+    switches: list[tuple[float, str]] = []
+    begun = time.monotonic()
+    for n in range(count):
+        time.sleep(max(0.0, begun + n * every - time.monotonic()))
+        live = "green" if live == "blue" else "blue"
+        switches.append((time.monotonic(), live))
+        bluegreen.switch(live)
+    took = time.monotonic() - begun
+    for thread in threads:
+        thread.join()
+    poller.stop.set()
+    poller.join()
+    if took > seconds - 3:
+        print(f"WARNING: the switches took {took:.1f}s, longer than the load")
+    firsts = [
+        min(
+            (
+                got - started
+                for sent, got, colour in poller.answers
+                if colour == target and sent >= started
+            ),
+            default=float("nan"),
+        )
+        for started, target in switches
+    ]
+    figures: dict[str, list[float]] = {
+        "switches under load: first answer from the new colour": firsts,
+    }
+    print(f"  {count} switches in {took:.1f}s, GET /health through the LB:")
+    for name, result in results.items():
+        print(
+            f"    {name}, {connections} clients: {result.requests} requests,"
+            f" {result.errors} socket errors, {result.bad_status} non-2xx,"
+            f" {result.rate:.0f} req/s, p99 {result.p99_ms:.1f} ms"
+        )
+        figures[f"switches under load, {name}: failed requests"] = [
+            float(result.errors + result.bad_status)
+        ]
+    print(
+        f"    poller (kept-alive, no resend): {len(poller.answers)} answers,"
+        f" {poller.failures} failed"
+    )
+    return live, figures
+
+
+def bench_switch_and_deploy(
+    runs: int, load_switches: int = 100, load_connections: int = 8
+) -> tuple[dict[str, list[float]], list[str]]:
     figures: dict[str, list[float]] = defaultdict(list)
     notes: list[str] = []
-    system = System.create()
+    system = System.create(BENCH_SERVICE_SETTINGS)  # deploy's smoke tests register users
     workdir = Path(tempfile.mkdtemp(prefix="eb-bench-src-", dir="/tmp"))
     try:
         marks: list[tuple[str, float]] = []
@@ -202,6 +288,12 @@ def bench_switch_and_deploy(runs: int) -> tuple[dict[str, list[float]], list[str
             figures["switch: poller requests failed"].append(once["poller failures"])
             live = target
             time.sleep(0.5)
+        if load_switches:
+            live, under_load = switches_under_load(
+                system, bluegreen, verify, live, load_switches, load_connections
+            )
+            for name, values in under_load.items():
+                figures[name] += values
         releases = [release_a, release_b]
         for run in range(runs):
             release = releases[run % 2]
@@ -263,8 +355,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="switches and deploys")
     parser.add_argument("--up-runs", type=int, default=1, help="fresh state directories")
     parser.add_argument("--skip-up", action="store_true")
+    parser.add_argument(
+        "--load-switches", type=int, default=100, help="switches under a wrk load (0: none)"
+    )
+    parser.add_argument("--load-connections", type=int, default=8)
     args = parser.parse_args()
-    figures, notes = bench_switch_and_deploy(args.runs)
+    figures, notes = bench_switch_and_deploy(args.runs, args.load_switches, args.load_connections)
     if not args.skip_up:
         layer = figures.get("build: dependency layer step", [])
         up_figures, up_notes = bench_up(args.up_runs, layer)

@@ -295,7 +295,12 @@ def test_reload_keeps_the_session_and_logout_ends_it(page) -> None:
 def test_any_401_signs_the_user_out(page) -> None:
     register(page, new_username())
     page.context.clear_cookies()  # the session ended on the server's side
-    page.goto("/my-orders")
+    with page.expect_response(
+        lambda r: r.url.endswith("/api/v1/orders") and r.request.method == "GET"
+    ) as listing:
+        page.goto("/my-orders")
+    # What the page was told, so a failure says whether the sign-out or the answer was wrong.
+    assert listing.value.status == 401, (listing.value.status, listing.value.text()[:300])
     page.wait_for_url("**/login")
     assert session_user(page) is None
     assert_clean(page)
