@@ -1,4 +1,4 @@
-"""Request bodies: the validation rules of the API contract, in one place."""
+"""Request and answer bodies: the API contract, in one place."""
 
 from __future__ import annotations
 
@@ -74,6 +74,43 @@ class OrderRequest(BaseModel):
 
     productId: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
     quantity: Annotated[StrictInt, Field(ge=1, le=10_000)]
+
+
+# Answer models. Declared, FastAPI serialises the answer in pydantic-core (Rust) instead of
+# walking it with jsonable_encoder: for a page of 50 products that walk was ~0.3 ms of the
+# gateway's ~0.85 ms of CPU per answer (bench/live.py).
+class ProductOut(BaseModel):
+    id: int
+    name: str
+    cost: str  # two decimals, as text: money is never a float
+    sku: str
+
+
+class Pagination(BaseModel):
+    limit: int
+    offset: int
+
+
+class ProductsPage(BaseModel):
+    success: bool
+    products: list[ProductOut]
+    pagination: Pagination
+
+
+class OrderRow(BaseModel):
+    id: int
+    productName: str
+    sku: str
+    quantity: int
+    totalPrice: str
+    status: str
+    createdAt: str
+
+
+class OrdersList(BaseModel):
+    success: bool
+    orders: list[OrderRow]
+    count: int
 
 
 class ErrorBody(BaseModel):

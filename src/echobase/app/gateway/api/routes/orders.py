@@ -14,7 +14,7 @@ from echobase.app.db.models import Order
 from echobase.app.gateway.api.deps import Context, CurrentUser
 from echobase.app.gateway.errors import ApiError, unavailable
 from echobase.app.gateway.publisher import PublishError
-from echobase.app.gateway.schemas import OrderRequest
+from echobase.app.gateway.schemas import OrderRequest, OrdersList
 from echobase.app.messages import build_order_message
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -69,7 +69,7 @@ def _iso(value: datetime) -> str:
     return value.replace(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@router.get("")
+@router.get("", response_model=OrdersList)
 async def list_orders(ctx: Context, user: CurrentUser) -> dict[str, Any]:
     query = (
         select(

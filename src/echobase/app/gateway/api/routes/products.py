@@ -6,11 +6,12 @@ from fastapi import APIRouter, Query
 
 from echobase.app.gateway.api.deps import Context, CurrentUser
 from echobase.app.gateway.errors import unavailable
+from echobase.app.gateway.schemas import ProductsPage
 
 router = APIRouter(prefix="/products", tags=["products"])
 
 
-@router.get("")
+@router.get("", response_model=ProductsPage)
 async def list_products(
     ctx: Context,
     _: CurrentUser,
