@@ -266,7 +266,10 @@ def test_connections_stay_open_between_requests_and_a_partly_read_body_is_skippe
     send = (
         b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded"
         b"\r\nAuthorization: AWS4-HMAC-SHA256 Credential=echobase-local/20260101/us-east-1/sqs/"
-        b"aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form
+        b"aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: "
+        + str(len(form)).encode()
+        + b"\r\n\r\n"
+        + form
     )
     # moto's JSON API answers GET /moto-api/data.json without reading the body sent with it:
     # those bytes must be skipped, not parsed as the next request.
