@@ -152,17 +152,17 @@ class _Body:
     def __init__(self, stream: Any, length: int) -> None:
         self._stream, self.left = stream, length
 
-    def read(self, size: int | None = -1) -> bytes:
+    def _take(self, reader: Callable[[int], bytes], size: int | None) -> bytes:
         size = self.left if size is None or size < 0 else min(size, self.left)
-        data = self._stream.read(size) if size else b""
+        data = reader(size) if size else b""
         self.left -= len(data)
         return bytes(data)
 
+    def read(self, size: int | None = -1) -> bytes:
+        return self._take(self._stream.read, size)
+
     def readline(self, size: int | None = -1) -> bytes:
-        size = self.left if size is None or size < 0 else min(size, self.left)
-        data = self._stream.readline(size) if size else b""
-        self.left -= len(data)
-        return bytes(data)
+        return self._take(self._stream.readline, size)
 
     def discard_rest(self) -> bool:
         """Read what the application left; True when the connection is at the next request."""
