@@ -139,8 +139,14 @@ def test_switch_refuses_an_absent_or_unhealthy_colour(bg):
     try:
         refused = bg.system.cli("switch", "blue")
         assert refused.returncode == 1 and "not running healthy" in refused.stderr
+        # The refusal names what failed, and only that.
+        assert "echobase-blue-api-gateway (stopped)" in refused.stderr, refused.stderr
+        assert "order-processor" not in refused.stderr
         assert active(bg) == "green"
-        assert bg.system.cli("rollback").returncode == 1
+        rollback = bg.system.cli("rollback")
+        assert rollback.returncode == 1
+        assert "echobase-blue-api-gateway (stopped)" in rollback.stderr, rollback.stderr
+        assert active(bg) == "green"
     finally:
         supervisor.start("echobase-blue-api-gateway")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+import httpx
 import pytest
 
 from tests_support import LEAKS
@@ -128,3 +129,37 @@ def test_openapi_document_is_served(gw):
         assert path in paths, path
     assert "post" in paths["/api/v1/orders"] and "get" in paths["/api/v1/orders"]
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_health_sees_a_database_restart_at_the_next_probe(backing, gateway_factory):
+    """After MariaDB restarts, the first probe says healthy (the connection pooled before the
+    restart is stale: that failure is not the server's), and a failed probe is not reused
+    once the database is back. A colour nobody probed during an outage must not refuse a
+    switch or a rollback for the cache's lifetime."""
+    gw_db = gateway_factory("gw-health-dbrestart")
+    ttl = 5.0  # the default and the maximum
+
+    def probe_after_cache(since: float) -> httpx.Response:
+        time.sleep(max(0.0, since + ttl + 0.3 - time.monotonic()))
+        return gw_db.get("/health")
+
+    first = gw_db.get("/health")
+    assert first.status_code == 200, first.text
+    checked_at = time.monotonic()
+    backing.stack.stop_database()
+    backing.stack.run_database()
+    after_restart = probe_after_cache(checked_at)
+    assert after_restart.status_code == 200, after_restart.text
+
+    checked_at = time.monotonic()
+    backing.stack.stop_database()
+    try:
+        during = probe_after_cache(checked_at)
+        failed_at = time.monotonic()
+        assert during.status_code == 503, during.text
+        assert during.json()["checks"]["database"]["status"] == "unhealthy"
+    finally:
+        backing.stack.run_database()
+    back = gw_db.get("/health")
+    assert time.monotonic() - failed_at < ttl, "too slow a restart to tell reuse from probing"
+    assert back.status_code == 200, back.text

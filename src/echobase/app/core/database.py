@@ -39,11 +39,26 @@ def create_engine(
     )
 
 
+async def select_one(engine: AsyncEngine) -> None:
+    """Raises unless the database answers a trivial statement now.
+
+    A pooled connection that died while idle (the server restarted) fails its next
+    statement once, and SQLAlchemy then drops the whole pool; that one failure says
+    nothing about the server, so it is retried on a fresh connection."""
+    for attempt in (1, 2):
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+
+
 async def reachable(engine: AsyncEngine) -> bool:
     """Whether a trivial statement succeeds now (tells an outage from a bad statement)."""
     try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await select_one(engine)
         return True
     except Exception:
         return False

@@ -22,7 +22,7 @@ from echobase.platform.durable.layer import DurableLayer
 from echobase.platform.ephemeral.colour import ColourRuntime, DrainReport
 from echobase.platform.ephemeral.plan import ColourPlan, other_colour
 from echobase.platform.release import Release, load_release
-from echobase.platform.runtime.services import ServiceFailed
+from echobase.platform.runtime.services import LIVE_STATES, ServiceFailed
 from echobase.platform.stack import COLOURS, Stack, check_colour
 
 Progress = Callable[[str], None]
@@ -107,11 +107,22 @@ class BlueGreen:
         except Exception:
             return None
 
-    def healthy(self, colour: str) -> bool:
+    def unhealthy(self, colour: str) -> list[str]:
+        """Why the colour may not take traffic, one entry per failing service; empty when
+        it may."""
         plan = self.running_plan(colour)
         if plan is None:
-            return False
-        return all(service.healthy for service in self.colour(colour).health(plan))
+            return [f"no release of {colour} is recorded against {self.env}"]
+        return [
+            f"{service.name} ({service.state.lower()}, not answering healthy)"
+            if service.state in (*LIVE_STATES, "PUBLISHED")
+            else f"{service.name} ({service.state.lower()})"
+            for service in self.colour(colour).health(plan)
+            if not service.healthy
+        ]
+
+    def healthy(self, colour: str) -> bool:
+        return not self.unhealthy(colour)
 
     def database(self) -> DatabaseCredentials:
         client = credentials.aws_client("secretsmanager", self.durable.plan.secrets_url)
@@ -167,10 +178,12 @@ class BlueGreen:
             if target == live:
                 outcome.detail = f"{target} is already live"
             else:
-                if plan is None or not self.healthy(target):
+                refused = self.unhealthy(target)
+                if refused:
                     raise DeployError(
-                        f"{target} is not running healthy against {self.env}; refusing to send "
-                        "traffic to it (see `echobase status`)"
+                        f"{target} is not running healthy against {self.env}: "
+                        f"{'; '.join(refused)}; refusing to send traffic to it "
+                        "(see `echobase status`)"
                     )
                 self.progress(f"switching {live} -> {target}")
                 outcome.steps.append({"step": "switch", "seconds": self._point_nginx(target)})
@@ -183,10 +196,12 @@ class BlueGreen:
         if live == "none":
             raise DeployError("nothing is live, so there is nothing to roll back from")
         previous = other_colour(live)
-        if not self.healthy(previous):
+        refused = self.unhealthy(previous)
+        if refused:
             raise DeployError(
-                f"cannot roll back to {previous}: it is not running healthy (it may have been "
-                "stopped with `echobase down`); deploy a release to it instead"
+                f"cannot roll back to {previous}: it is not running healthy: "
+                f"{'; '.join(refused)}. Wait for it to recover (see `echobase status`), or "
+                "deploy a release to it if it was stopped"
             )
         return self.switch(previous, lock_wait, action="rollback")
 
