@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -14,6 +16,7 @@ import httpx
 import pytest
 
 from conftest import ALLOWED_ORIGIN
+from echobase.platform.runtime.processes import free_port
 
 pytestmark = pytest.mark.timeout(300)
 CLIENTS = 12  # of each kind
@@ -139,3 +142,21 @@ def test_load_balancer_cuts_off_slow_clients_and_serves_others(live):
             deadline=60,  # nginx: 10 s for a head, 15 s without a byte of the body
         )
     _assert_cut_off(groups, served)
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1"])
+def test_a_bad_head_deadline_stops_the_gateway_at_start_up(backing, value):
+    """Not a silent fall-back to some default: the operator learns which setting is wrong."""
+    env = backing.gateway_env(
+        backing.new_queues(), free_port(), ECHOBASE_HEADER_TIMEOUT_SECONDS=value
+    )
+    started = subprocess.run(
+        [sys.executable, "-m", "echobase.app.gateway"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "header_timeout_seconds" in started.stderr, started.stderr[-2000:]

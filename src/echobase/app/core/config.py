@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
     log_level: str = "info"
     host: str = "127.0.0.1"
     port: int = Field(default=3102, ge=1, le=65535)
+    # A request head that has not all arrived by then is refused (408), as nginx's
+    # client_header_timeout in front of it. See core/slow_clients.py.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class GatewaySettings(ServiceSettings):

@@ -9,6 +9,7 @@ import signal
 import uvicorn
 
 from echobase.app.core.config import ServiceSettings
+from echobase.app.core.slow_clients import HEADER_TIMEOUT
 
 # The pid of the process that runs uvicorn's worker supervisor, for its workers to check.
 SERVER_PID = "ECHOBASE_SERVER_PID"
@@ -18,6 +19,7 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 def serve(factory: str, settings: ServiceSettings, workers: int = 1, grace: float = 10) -> None:
     # Spawned workers inherit the environment as it is when they start.
     os.environ[SERVER_PID] = str(os.getpid())
+    os.environ[HEADER_TIMEOUT] = repr(settings.header_timeout_seconds)
     uvicorn.run(
         factory,
         factory=True,

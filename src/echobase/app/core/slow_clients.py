@@ -15,17 +15,14 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # Read from the environment, not passed in: uvicorn builds the protocol in each worker
-# process, which gets only the environment from the process that started it.
+# process, which gets only the environment from the process that started it. serve() puts
+# the validated setting there (ServiceSettings.header_timeout_seconds), so a bad value has
+# already stopped the service at start-up.
 HEADER_TIMEOUT = "ECHOBASE_HEADER_TIMEOUT_SECONDS"
-DEFAULT_HEADER_TIMEOUT = 10.0  # as nginx's client_header_timeout in front of it
 
 
 def header_timeout() -> float:
-    try:
-        value = float(os.environ.get(HEADER_TIMEOUT, DEFAULT_HEADER_TIMEOUT))
-    except ValueError:
-        return DEFAULT_HEADER_TIMEOUT
-    return value if value > 0 else DEFAULT_HEADER_TIMEOUT
+    return float(os.environ[HEADER_TIMEOUT])
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
