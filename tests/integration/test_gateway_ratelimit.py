@@ -4,9 +4,11 @@ trusted proxies."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
+import httpx
 import pytest
 
 WINDOW = 60
@@ -103,6 +105,46 @@ def test_rate_limit_is_shared_by_two_gateways(backing, limited, fresh_window):
 
     rows = backing.query("SELECT bucket, hits FROM rate_limit_windows")
     assert rows == [("ip:127.0.0.1", LIMIT + 4)]
+
+
+def test_the_shared_count_goes_on_after_a_database_restart(backing, limited, fresh_window):
+    """The limiter keeps its database connections. After MariaDB restarts, the kept one is
+    stale: the next request must count in the shared table on a fresh connection, not take
+    that one failure for an outage and count alone in its process."""
+    a, b = limited
+    before = [int(gw.get(PRODUCTS).headers["ratelimit-remaining"]) for gw in (a, b)]
+    assert before == [LIMIT - 1, LIMIT - 2]
+    backing.stack.stop_database()
+    backing.stack.run_database()
+    answers = [gw.get(PRODUCTS) for gw in (a, b)]
+    # Anonymous: the limiter counts before authentication refuses, so nothing else here
+    # touches the database.
+    assert [r.status_code for r in answers] == [401, 401]
+    after = [int(r.headers["ratelimit-remaining"]) for r in answers]
+    assert after == [LIMIT - 3, LIMIT - 4]
+    assert backing.query("SELECT bucket, hits FROM rate_limit_windows") == [("ip:127.0.0.1", 4)]
+
+
+@pytest.fixture(scope="module")
+def small_pool(gateway_factory):
+    """A gateway whose counter may hold at most 2 database connections per worker."""
+    return gateway_factory(
+        "gw-rl-pool", ECHOBASE_DB_POOL_SIZE="1", ECHOBASE_RATE_LIMIT_WINDOW_SECONDS=str(WINDOW)
+    )
+
+
+def test_more_requests_at_once_than_counter_connections(backing, small_pool, fresh_window):
+    """The counter keeps its connections; a burst wider than the pool must wait its turn for
+    one, and every request of it is still counted in the shared table."""
+    burst = 40
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=small_pool.url, timeout=20) as http:
+            return await asyncio.gather(*(http.get(PRODUCTS) for _ in range(burst)))
+
+    answers = asyncio.run(fire())
+    assert [r.status_code for r in answers] == [401] * burst
+    assert backing.query("SELECT bucket, hits FROM rate_limit_windows") == [("ip:127.0.0.1", burst)]
 
 
 def test_forwarded_for_spoofing_does_not_change_the_bucket(backing, limited, fresh_window):

@@ -59,13 +59,17 @@ async def gateway_lifespan(app: FastAPI, settings: GatewaySettings) -> AsyncIter
                 engine, sqs, settings.sqs_queue_url, settings.health_cache_seconds
             ),
             limiter=RateLimiter(
-                counters, settings.rate_limit_window_seconds, settings.rate_limit_max
+                counters,
+                settings.rate_limit_window_seconds,
+                settings.rate_limit_max,
+                connections=settings.db_pool_size,
             ),
             lockout=LoginLockout(
                 engine, settings.login_max_failures, settings.login_lockout_seconds
             ),
             publisher=OrderPublisher(sqs, settings.sqs_queue_url, settings.sqs_senders),
         )
+        stack.push_async_callback(app.state.ctx.limiter.close)  # before counters.dispose
         app.state.ctx.publisher.start()
         stack.push_async_callback(app.state.ctx.publisher.stop)
         refresher = asyncio.create_task(catalog.keep_fresh())

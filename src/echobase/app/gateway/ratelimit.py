@@ -3,25 +3,40 @@ every worker of both colours sees one count that survives restarts and switches.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
+import asyncmy.errors
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from echobase.app.core.database import is_outage
 
 log = structlog.get_logger()
 
+# Driver-level SQL (asyncmy's %s placeholders): this statement runs on every /api/v1 request.
 # LAST_INSERT_ID(expr) hands the new count back in the OK packet: one round trip per request.
-_HIT = text(
+_HIT = (
     "INSERT INTO rate_limit_windows (bucket, window_start, hits) "
-    "VALUES (:bucket, :window_start, LAST_INSERT_ID(1)) "
+    "VALUES (%s, %s, LAST_INSERT_ID(1)) "
     "ON DUPLICATE KEY UPDATE hits = LAST_INSERT_ID(hits + 1)"
 )
+_PRUNE = "DELETE FROM rate_limit_windows WHERE window_start < %s"
 _RETRY_SHARED_AFTER = 2.0
-_PRUNE = text("DELETE FROM rate_limit_windows WHERE window_start < :oldest")
+# As long as the engine's own checkout timeout: a counter not answering in it is an outage.
+_WAIT_FOR_CONNECTION = 5.0
+# The driver's own errors for a connection that is gone or a server that is not there.
+_DRIVER_OUTAGE = (asyncmy.errors.OperationalError, asyncmy.errors.InterfaceError, OSError)
+
+
+@dataclass(frozen=True)
+class _Held:
+    connection: AsyncConnection
+    driver: Any  # the asyncmy connection under it
 
 
 @dataclass(frozen=True)
@@ -47,11 +62,23 @@ class RateDecision:
 
 class RateLimiter:
     """Fixed windows. While the database is down each process counts alone (fail open to a
-    local limit) so that order intake keeps working through an outage."""
+    local limit) so that order intake keeps working through an outage.
 
-    def __init__(self, engine: AsyncEngine, window_seconds: int, limit: int) -> None:
-        """``engine`` should autocommit (see core.database): one round trip per request."""
+    The count runs on driver connections checked out of ``engine`` once and kept: a pool
+    checkout and SQLAlchemy's statement layer per request cost 225 us of CPU against 90 us
+    for the bare statement (measured in-process), on every /api/v1 request."""
+
+    def __init__(
+        self, engine: AsyncEngine, window_seconds: int, limit: int, connections: int
+    ) -> None:
+        """``engine`` must autocommit (see core.database): one round trip per request. At
+        most ``connections`` are held, which must not exceed what the engine's pool hands
+        out: kept connections never go back to it, so a checkout past its size would wait
+        for ever."""
         self._engine, self._window, self._limit = engine, window_seconds, limit
+        self._idle: list[_Held] = []
+        # A hit holds a slot while it has a connection; connections held <= slots taken.
+        self._slots = asyncio.Semaphore(connections)
         self._local: dict[tuple[str, int], int] = {}
         self._local_window = 0
         self._shared_down_until = 0.0
@@ -67,7 +94,7 @@ class RateLimiter:
             try:
                 hits = await self._shared_hit(client, window_start)
             except Exception as exc:
-                if not is_outage(exc):
+                if not (is_outage(exc) or isinstance(exc, _DRIVER_OUTAGE)):
                     raise
                 # Do not pay a failed connect on every request while the database is down.
                 self._shared_down_until = time.monotonic() + _RETRY_SHARED_AFTER
@@ -76,15 +103,61 @@ class RateLimiter:
         return RateDecision(self._limit, self._limit - hits, reset)
 
     async def _shared_hit(self, client: str, window_start: int) -> int:
-        async with self._engine.connect() as conn:
-            result = await conn.execute(
-                _HIT, {"bucket": client[:128], "window_start": window_start}
-            )
-            hits = int(result.lastrowid)
-            if window_start > self._last_prune:
-                self._last_prune = window_start
-                await conn.execute(_PRUNE, {"oldest": window_start - self._window})
-        return hits
+        await asyncio.wait_for(self._slots.acquire(), _WAIT_FOR_CONNECTION)
+        try:
+            return await self._hit_on_a_connection(client, window_start)
+        finally:
+            self._slots.release()
+
+    async def _hit_on_a_connection(self, client: str, window_start: int) -> int:
+        # A kept connection that died with the server (a restart) fails its next statement;
+        # that says nothing about the server now, so the count is retried once on a fresh
+        # one. At worst a hit the server did take before the failure is counted twice.
+        for attempt in (1, 2):
+            held = self._idle.pop() if self._idle else await self._check_out()
+            try:
+                async with held.driver.cursor() as cursor:
+                    await cursor.execute(_HIT, (client[:128], window_start))
+                    hits = int(cursor.lastrowid)
+                    if window_start > self._last_prune:
+                        self._last_prune = window_start
+                        await cursor.execute(_PRUNE, (window_start - self._window,))
+            except Exception as exc:
+                await self._discard(held)
+                if not isinstance(exc, _DRIVER_OUTAGE):
+                    raise
+                # The others were opened to the same server: they are stale too.
+                while self._idle:
+                    await self._discard(self._idle.pop())
+                if attempt == 2:
+                    raise
+                continue
+            self._idle.append(held)
+            return hits
+        raise AssertionError("unreachable")
+
+    async def _check_out(self) -> _Held:
+        connection = await self._engine.connect()
+        try:
+            raw = await connection.get_raw_connection()
+        except BaseException:
+            await connection.close()
+            raise
+        return _Held(connection, raw.driver_connection)
+
+    @staticmethod
+    async def _discard(held: _Held) -> None:
+        with contextlib.suppress(Exception):  # it is already broken; the pool slot matters
+            await held.connection.invalidate()
+        with contextlib.suppress(Exception):
+            await held.connection.close()
+
+    async def close(self) -> None:
+        """Hands the kept connections back to the engine (before it is disposed)."""
+        while self._idle:
+            held = self._idle.pop()
+            with contextlib.suppress(Exception):
+                await held.connection.close()
 
     def _local_hit(self, client: str, window_start: int) -> int:
         if window_start != self._local_window:
