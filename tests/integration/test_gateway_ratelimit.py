@@ -127,7 +127,7 @@ def test_the_shared_count_goes_on_after_a_database_restart(backing, limited, fre
 
 @pytest.fixture(scope="module")
 def small_pool(gateway_factory):
-    """A gateway whose counter may hold at most 2 database connections per worker."""
+    """A gateway whose counter may hold one database connection per worker."""
     return gateway_factory(
         "gw-rl-pool", ECHOBASE_DB_POOL_SIZE="1", ECHOBASE_RATE_LIMIT_WINDOW_SECONDS=str(WINDOW)
     )

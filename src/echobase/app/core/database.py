@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncmy.errors
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -69,5 +70,8 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError | ConnectionError | OSError):
         return True
     if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    # The same, raised by the driver itself where a hot path bypasses SQLAlchemy.
+    if isinstance(exc, asyncmy.errors.OperationalError | asyncmy.errors.InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
