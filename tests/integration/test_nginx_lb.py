@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -419,22 +418,18 @@ def test_applying_the_same_config_does_not_reload(lb: LB) -> None:
     assert lb.spec.config_path.stat().st_mtime_ns == stat_before.st_mtime_ns
 
 
-def test_files_and_workers_have_the_owners_they_need(lb: LB) -> None:
+def test_files_and_workers_belong_to_the_state_directorys_owner(lb: LB) -> None:
+    # Workers run as the owner even when the master is root: a www-data worker could not pass
+    # through a 0700 home such as /root to the app bundles (issue 16).
     spec = lb.spec
+    me = os.geteuid()
     for path in (spec.config_path, spec.cert_file, spec.key_file, spec.htpasswd_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    me = os.geteuid()
-    assert spec.config_path.stat().st_uid == me
-    assert spec.key_file.stat().st_uid == me
-    workers = _worker_uids(lb.process.pid)
-    assert len(workers) == 2  # worker_processes 2
-    if spec.worker_user is None:
-        assert workers == [me, me]
-        return
-    worker_uid = pwd.getpwnam(spec.worker_user.split()[0]).pw_uid
-    assert workers == [worker_uid, worker_uid]
-    assert spec.htpasswd_file.stat().st_uid == worker_uid
-    assert spec.temp_dir("client_body").stat().st_uid == worker_uid
+        assert path.stat().st_uid == me, path
+    for path in (spec.home, spec.temp_dir("client_body")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+        assert path.stat().st_uid == me, path
+    assert _worker_uids(lb.process.pid) == [me, me]  # worker_processes 2
 
 
 def _worker_uids(master: int) -> list[int]:

@@ -104,4 +104,4 @@ def test_no_secret_in_logs_files_arguments_or_environment(live):
     for path, label in holders:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} holds {label} with mode {mode:o}"
-    assert live.system.home.stat().st_mode & 0o066 == 0
+    assert live.system.home.stat().st_mode & 0o077 == 0

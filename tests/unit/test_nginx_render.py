@@ -116,7 +116,7 @@ def test_everything_nginx_writes_stays_in_the_home() -> None:
     assert "daemon off;" in config and "worker_processes 2;" in config
     assert "include" not in config  # standalone: nothing from /etc/nginx
     assert "user " not in config
-    assert "user www-data;" in render_config(make_spec("blue", worker_user="www-data"))
+    assert "user root root;" in render_config(make_spec("blue", worker_user="root root"))
 
 
 def test_every_location_with_its_own_headers_repeats_the_security_headers() -> None:

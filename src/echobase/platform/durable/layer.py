@@ -147,11 +147,10 @@ class DurableLayer:
         current = nginx.current_active(self.plan.load_balancer(None))
         spec = self.plan.load_balancer(current)
         nginx.prepare(spec)
-        if spec.worker_user:
-            # Workers (an unprivileged user) open the htpasswd file per request, so they must
-            # be able to pass through the state directory: search only, never list or read.
-            for directory in (self.stack.home, self.plan.home.parent, self.plan.home):
-                os.chmod(directory, 0o711)  # noqa: S103 - search only, see above
+        # State directories of earlier versions let www-data workers search through (0711);
+        # the workers now run as the owner, so nobody else needs to enter them.
+        for directory in (self.stack.home, self.plan.home.parent, self.plan.home):
+            os.chmod(directory, 0o700)
         private_dir(self.plan.tls_dir)
         changed = write_private_if_changed(spec.cert_file, secrets.tls_cert_pem)
         changed |= write_private_if_changed(spec.key_file, secrets.tls_key_pem)

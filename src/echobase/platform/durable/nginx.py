@@ -7,12 +7,10 @@ on it reads that variable, ``GET /.active-env`` answers it, and :func:`read_acti
 back. Rendering and parsing are pure; :func:`apply_config` is the thin step that validates a
 new file with ``nginx -t`` before it replaces the current one.
 
-Ownership when the master runs as root with ``worker_user`` set: the master alone reads the
-config, the certificate and the key (at start and on SIGHUP), so those stay 0600 and owned by
-the current user; workers check Basic auth at request time, so the htpasswd file is 0600 but
-owned by the worker user, and they spill request/response bodies to the temp dirs, so those
-are owned by the worker user too. The home itself is then 0711: workers may pass through it
-to reach those files but can neither list it nor replace the config in it.
+Every file here is the state directory's owner's, 0600 in 0700 directories: nginx's workers
+run as that same owner (see ``plan.nginx_worker_user``), so they read the htpasswd file,
+spill bodies to the temp dirs and serve the app bundles without anything being opened to
+another user. The master alone reads the config, the certificate and the key.
 """
 
 from __future__ import annotations
@@ -622,25 +620,10 @@ def check_command(spec: LoadBalancerSpec, config_path: Path) -> list[str]:
 # --- thin: files on disk --------------------------------------------------------------------
 
 
-def _worker_identity(spec: LoadBalancerSpec) -> tuple[str, str | None] | None:
-    if not spec.worker_user:
-        return None
-    user, _, group = spec.worker_user.partition(" ")
-    return user, group.strip() or None
-
-
 def prepare(spec: LoadBalancerSpec) -> None:
     """Create the home, log and temp dirs; nothing else."""
-    worker = _worker_identity(spec)
-    # Workers must pass through the home to reach the temp dirs and the htpasswd file.
-    _mkdir(spec.home, 0o711 if worker else 0o700)
-    _mkdir(spec.log_dir, 0o700)  # the master opens the logs and hands workers the fds
-    _mkdir(spec.temp_root, 0o711 if worker else 0o700)
-    for kind in TEMP_KINDS:
-        path = spec.temp_dir(kind)
+    for path in (spec.home, spec.log_dir, spec.temp_root, *map(spec.temp_dir, TEMP_KINDS)):
         _mkdir(path, 0o700)
-        if worker:
-            shutil.chown(path, user=worker[0], group=worker[1])
 
 
 def _mkdir(path: Path, mode: int) -> None:
@@ -649,11 +632,8 @@ def _mkdir(path: Path, mode: int) -> None:
 
 
 def install_htpasswd(spec: LoadBalancerSpec, line: str) -> None:
-    """Write the htpasswd file 0600, owned by the worker user when workers drop privileges."""
+    """The htpasswd file, 0600: the workers that check Basic auth run as its owner."""
     write_private(spec.htpasswd_file, line if line.endswith("\n") else line + "\n")
-    worker = _worker_identity(spec)
-    if worker:
-        shutil.chown(spec.htpasswd_file, user=worker[0], group=worker[1])
 
 
 def install_certificate(spec: LoadBalancerSpec, cert_pem: str, key_pem: str) -> None:

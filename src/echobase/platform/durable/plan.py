@@ -4,6 +4,7 @@ Everything here is pure; ``layer.py`` carries it out."""
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 from dataclasses import dataclass
@@ -18,17 +19,18 @@ from echobase.platform.stack import COLOURS, Service, Stack
 
 
 def nginx_worker_user() -> str | None:
-    """nginx's master drops its workers to this user when it runs as root."""
-    if os.geteuid() != 0:
+    """Who nginx's workers run as: the state directory's owner, like every other process of
+    the system (MariaDB, the moto servers and the colours' services run as this user too).
+
+    A master started by root would otherwise drop its workers to www-data or nobody, which
+    cannot pass through a 0700 home such as /root to reach the app bundles; opening the state
+    directory to them would loosen that home. An unprivileged master cannot change user at
+    all, so nginx gets no ``user`` directive then (it would only warn)."""
+    uid = os.geteuid()
+    if uid != 0:
         return None
-    # nginx reads a lone name as "user group"; Debian's nobody has group nogroup.
-    for user, group in (("www-data", "www-data"), ("nobody", "nogroup")):
-        try:
-            pwd.getpwnam(user)
-            return f"{user} {group}"
-        except KeyError:
-            continue
-    return None
+    # "user group": a lone name would make nginx look up a group of the same name.
+    return f"{pwd.getpwuid(uid).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
 
 
 @dataclass(frozen=True)
