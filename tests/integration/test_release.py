@@ -23,13 +23,16 @@ from typer.testing import CliRunner
 from echobase.cli.release import app
 from echobase.platform.release import (
     DEPS_DIR,
+    RUNTIME_LOCK,
     Release,
     ReleaseError,
     build_release,
     deps_layers,
+    interpreter_tag,
     layer_hash,
     list_releases,
     load_release,
+    lock_hash,
     plan_prune,
     releases_dir,
     releases_in_use,
@@ -233,6 +236,11 @@ def test_release_json_records_what_was_built(ws: Workspace) -> None:
     assert abs((datetime.now(UTC) - built).total_seconds()) < 900
     assert re.fullmatch(r"[0-9a-f]{64}", release.deps)
     assert (ws.releases / DEPS_DIR / release.deps / "site").is_dir()
+    # The layer came from the commit's own lock, and is named by its content.
+    lock = ws.git("show", f"{ws.first}:{RUNTIME_LOCK}") + "\n"
+    assert release.deps == lock_hash(lock, interpreter_tag())
+    layer = json.loads((ws.releases / DEPS_DIR / release.deps / "layer.json").read_text())
+    assert layer["source"] == RUNTIME_LOCK
     assert load_release(ws.home, release.id) == release
 
 
@@ -428,3 +436,28 @@ def test_prune_keeps_in_use_and_drops_unused_layers(ws: Workspace) -> None:
 
     code, out, err = _cli("prune", "--keep", "1", "--home", str(ws.home), "--json")
     assert code == 0 and json.loads(out)["removed"] == [], err
+
+
+def _drop_locked(lock: str, name: str) -> str:
+    """The lock without ``name``'s entry (its pin line and the hash and via lines under it)."""
+    blocks = re.split(r"\n(?=\S)", lock)
+    kept = [b for b in blocks if not b.startswith(f"{name}==")]
+    assert len(kept) == len(blocks) - 1, f"{name} is not in the lock"
+    return "\n".join(kept)
+
+
+def test_a_lock_missing_a_dependency_fails_the_build(ws: Workspace) -> None:
+    # Last in the module: it leaves a layer (a valid one, for that lock) that no release uses.
+    ws.git("checkout", "-q", "-b", "lock-without-httpx", ws.first)
+    lock = ws.src / RUNTIME_LOCK
+    lock.write_text(_drop_locked(lock.read_text(), "httpx"))
+    _commit_all(ws.src, "a lock that forgot httpx")
+    ws.git("checkout", "-q", "main")
+    before = {r.id for r in list_releases(ws.home)}
+    with pytest.raises(ReleaseError) as raised:
+        ws.build("lock-without-httpx")
+    message = str(raised.value)
+    assert "does not satisfy the release" in message and "bash scripts/lock" in message
+    assert re.search(r"echobase \S+ requires httpx", message), message
+    assert {r.id for r in list_releases(ws.home)} == before
+    assert ws.leftovers() == []

@@ -19,17 +19,29 @@ DeleteMessage finds its message through an index of receipt handles and removes 
 under the lock that SendMessage already takes.
 
 It also keeps HTTP connections alive between requests (see ``keep_alive_handler``).
+
+All of this reaches into moto's private internals, which change without notice: pyproject
+pins moto to ``SUPPORTED_MOTO``, and ``check_moto`` refuses to patch a moto whose internals
+are not of the shape the patch was written against, naming what is missing.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.metadata
+import inspect
 import socket
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
+
+# The moto series whose internals the patch below was checked against; pyproject.toml pins
+# moto[server] to the same range.
+SUPPORTED_MOTO = ">=5.2.5,<5.3"
 
 _COUNT_PROPERTIES = (
     "approximate_number_of_messages",
@@ -125,13 +137,139 @@ def _delete_message(self: Any, receipt_handle: str) -> None:
     self.deleted_messages.update(found.all_receipt_handles)
 
 
+class MotoIncompatible(RuntimeError):
+    """The installed moto lacks an internal that the patch wraps or replaces."""
+
+
+_MODELS = "moto.sqs.models"
+# (module, dotted attribute, what it must be): everything patch_sqs, the helpers it
+# installs and keep_alive_handler wrap, replace or call. "property" and "function" are
+# looked up statically on the class (a property replaced by a plain value would still be
+# found by getattr); "class" and "callable" are module-level names.
+_SHAPE: tuple[tuple[str, str, str], ...] = (
+    *((_MODELS, f"Queue.{name}", "property") for name in _COUNT_PROPERTIES),
+    (_MODELS, "Queue.messages", "property"),
+    (_MODELS, "Queue.pending_messages", "property"),
+    (_MODELS, "Queue.delete_message", "function"),
+    (_MODELS, "Message.mark_received", "function"),
+    (_MODELS, "Message.all_receipt_handles", "property"),
+    (_MODELS, "SQSBackend.send_message", "function"),
+    (_MODELS, "SQSBackend.send_message_batch", "function"),
+    (_MODELS, "SQSBackend.is_message_valid_based_on_retention_period", "function"),
+    (_MODELS, "SQSBackend.get_queue", "function"),
+    ("moto.sqs.exceptions", "ReceiptHandleIsInvalid", "class"),
+    ("moto.core.utils", "unix_time", "callable"),
+    ("moto.core.utils", "unix_time_millis", "callable"),
+    ("moto.moto_server.werkzeug_app", "MotoRequestHandler", "class"),
+    ("moto.moto_server.werkzeug_app", "MotoRequestHandler.make_environ", "function"),
+    ("moto.server", "MotoRequestHandler", "class"),
+    ("moto.server", "main", "callable"),
+)
+# State that moto's constructors set on each instance, read or mutated by the patch.
+_QUEUE_STATE: dict[str, type | tuple[type, ...]] = {
+    "_messages": list,
+    "_messages_lock": type(threading.Condition()),
+    "deleted_messages": set,
+    "pending_messages": set,
+    "message_retention_period": (int, str),
+}
+_MESSAGE_STATE: dict[str, type | tuple[type, ...]] = {
+    "receipt_handle": (str, type(None)),
+    "visible_at": (int, float),
+    "delayed_until": (int, float),
+    "sent_timestamp": (int, type(None)),
+}
+
+
+def _shape_problem(module: ModuleType, dotted: str, kind: str) -> str | None:
+    owner: Any = module
+    *path, name = dotted.split(".")
+    for part in path:
+        owner = getattr(owner, part, None)
+    found = inspect.getattr_static(owner, name, None) if owner is not None else None
+    where = f"{module.__name__}.{dotted}"
+    if found is None:
+        return f"{where} is missing"
+    ok = {
+        "property": isinstance(found, property),
+        "function": inspect.isfunction(found),
+        "class": isinstance(found, type),
+        "callable": callable(found),
+    }[kind]
+    return None if ok else f"{where} is not a {kind} (found {type(found).__name__})"
+
+
+def _state_problems(
+    what: str, make: Callable[[], Any], expected: dict[str, type | tuple[type, ...]]
+) -> list[str]:
+    try:
+        instance = make()
+    except Exception as exc:  # any failure means the constructor is not the one we know
+        return [f"cannot make a {what}: {type(exc).__name__}: {exc}"]
+    # moto tracks every model it makes and lists them in /moto-api/data.json: forget this one.
+    tracked = getattr(type(instance), "instances_tracked", None)
+    if isinstance(tracked, list):
+        tracked[:] = [other for other in tracked if other is not instance]
+    problems = []
+    for name, types in expected.items():
+        if not hasattr(instance, name):
+            problems.append(f"a {what} has no attribute {name}")
+        elif not isinstance(getattr(instance, name), types):
+            problems.append(f"{what}.{name} is a {type(getattr(instance, name)).__name__}")
+    return problems
+
+
+def moto_problems(load: Callable[[str], ModuleType] = importlib.import_module) -> list[str]:
+    """What the installed moto lacks of the internals the patch relies on; empty when all
+    is there. ``load`` imports a module by name (a test passes stand-ins)."""
+    problems = []
+    modules: dict[str, ModuleType | None] = {}
+    for module_name, dotted, kind in _SHAPE:
+        if module_name not in modules:
+            try:
+                modules[module_name] = load(module_name)
+            except ImportError as exc:
+                modules[module_name] = None
+                problems.append(f"module {module_name} cannot be imported ({exc})")
+        module = modules[module_name]
+        if module is not None and (problem := _shape_problem(module, dotted, kind)):
+            problems.append(problem)
+    models = modules[_MODELS]
+    if models is not None and not problems:
+        # Throwaway objects, never registered with a backend: only their attributes count.
+        problems += _state_problems(
+            "Queue",
+            lambda: models.Queue("echobase-check", region="us-east-1", account_id="0" * 12),
+            _QUEUE_STATE,
+        )
+        problems += _state_problems("Message", lambda: models.Message("id", "body"), _MESSAGE_STATE)
+    return problems
+
+
+def check_moto(load: Callable[[str], ModuleType] = importlib.import_module) -> None:
+    """Refuse, with one message, a moto whose internals the patch would break."""
+    problems = moto_problems(load)
+    if problems:
+        try:
+            version = importlib.metadata.version("moto")
+        except importlib.metadata.PackageNotFoundError:
+            version = "(not installed)"
+        raise MotoIncompatible(
+            f"moto {version} is installed, but echobase's SQS patch supports moto"
+            f"{SUPPORTED_MOTO} only: {'; '.join(problems)}. Install the locked version "
+            "(bash scripts/install), or check the patch against this moto and widen the pin."
+        )
+
+
 def patch_sqs() -> None:
-    """Apply the patch once; calling again changes nothing."""
+    """Apply the patch once; calling again changes nothing. Raises MotoIncompatible before
+    touching anything if moto's internals are not the expected ones."""
     from moto.sqs import models
 
     queue_cls: Any = models.Queue
     if getattr(queue_cls, "_echobase_patched", False):
         return
+    check_moto()
     for name in _COUNT_PROPERTIES:
         setattr(queue_cls, name, _skipped_while_sending(getattr(queue_cls, name)))
     queue_cls.delete_message = _delete_message
@@ -219,7 +357,10 @@ def keep_alive_handler() -> type:
 
 
 def main(argv: list[str] | None = None) -> None:
-    patch_sqs()
+    try:
+        patch_sqs()
+    except MotoIncompatible as exc:
+        sys.exit(f"aws_emulator: {exc}")
     import moto.server
     from moto.server import main as moto_main
 

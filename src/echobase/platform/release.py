@@ -6,11 +6,15 @@ the package version and the first 12 hex digits of the git *tree* hash, so the s
 always gets the same id whichever commit (or uncommitted state) it came from, and building it
 again is a cache hit.
 
-Dependencies live in shared, content-addressed layers ``HOME/releases/.deps/<hash>/``
-(hash of the wheel's ``Requires-Dist`` lines and the interpreter), linked into each release
-venv by a ``.pth`` file: releases with the same dependencies share one layer, so a new
-commit builds in seconds. The build tools (setuptools, wheel) live in a similar layer under
-``.tools/``, so after the first build nothing needs the network.
+Dependencies live in shared, content-addressed layers ``HOME/releases/.deps/<hash>/``,
+linked into each release venv by a ``.pth`` file: releases with the same dependencies share
+one layer, so a new commit builds in seconds. A layer is installed from the source's own
+``requirements/runtime.lock`` (exact versions with hashes; its hash is that of the lock's
+content and the interpreter); a commit from before the lock falls back to the wheel's
+``Requires-Dist`` lines, resolved by pip. Either way ``pip check`` must pass in the release
+venv, so a lock that misses one of the wheel's requirements fails the build. The build
+tools (setuptools, wheel) live in a similar layer under ``.tools/``, so after the first
+build nothing needs the network.
 
 Everything is built under ``.build-*`` and renamed into place only once verified: a crash
 never leaves a directory that looks like a release. Pure functions compute ids, paths and
@@ -52,6 +56,8 @@ TRASH_PREFIX = ".trash-"
 LOCK_FILE = ".lock"
 METADATA_FILE = "release.json"
 DEPS_PTH = "_echobase_deps.pth"
+# Inside the source tree: the exact dependency set of a release (written by scripts/lock).
+RUNTIME_LOCK = "requirements/runtime.lock"
 # What a colour runs; a release that cannot import all three is never published.
 SERVICE_MODULES = ("echobase.app.gateway", "echobase.app.processor", "echobase.app.db.migrate")
 # PEP 518's default for a project without a [build-system] table.
@@ -184,6 +190,30 @@ def layer_hash(requirements: Iterable[str], tag: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def lock_hash(lock: str, tag: str) -> str:
+    """A locked layer's identity: the lock's exact text (pins and hashes) and the
+    interpreter; the marker line keeps it apart from any ``layer_hash``."""
+    text = f"# {tag}\n# {RUNTIME_LOCK}\n{lock}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DepsPlan:
+    """How a release's dependency layer is made: what pip installs and under which hash."""
+
+    hash: str
+    requirements: str  # the requirements file pip installs from
+    locked: bool  # exact pins with hashes; False: resolved from Requires-Dist
+
+
+def plan_deps(lock: str | None, requires: Sequence[str], tag: str) -> DepsPlan:
+    """From the source's lock when it has one; a commit older than the lock gets the layer
+    it always had (same hash, so its existing layer is still found)."""
+    if lock is None:
+        return DepsPlan(layer_hash(requires, tag), "\n".join(requires) + "\n", locked=False)
+    return DepsPlan(lock_hash(lock, tag), lock, locked=True)
+
+
 def build_requires(pyproject: Mapping[str, Any]) -> list[str]:
     system = pyproject.get("build-system", {})
     return sorted(system.get("requires", DEFAULT_BUILD_REQUIRES))
@@ -251,17 +281,29 @@ def wheel_command(python: str, tools_python: Path, src: Path, dist: Path) -> lis
     )
 
 
-def deps_install_command(python: str, target: Path, requirements_file: Path) -> list[str]:
+def deps_install_command(
+    python: str, target: Path, requirements_file: Path, locked: bool = False
+) -> list[str]:
+    # A lock already holds the whole closure: pip must neither resolve nor add anything,
+    # and every file must match its recorded hash.
+    exact = ["--require-hashes", "--no-deps"] if locked else []
     return pip_command(
         python,
         "install",
         "-q",
         "--no-warn-script-location",
+        *exact,
         "--target",
         str(target),
         "-r",
         str(requirements_file),
     )
+
+
+def deps_check_command(python: str, venv_python: Path) -> list[str]:
+    """``pip check`` inside the release venv, which sees the layer through its ``.pth``:
+    every installed distribution's requirements, the wheel's among them, must be met."""
+    return pip_command(python, "--python", str(venv_python), "check")
 
 
 def wheel_install_command(python: str, venv_python: Path, wheel: Path) -> list[str]:
@@ -549,25 +591,28 @@ def _ensure_tools(home: Path, requirements: list[str], progress: Progress) -> Pa
     return final
 
 
-def _ensure_deps(home: Path, requirements: list[str], progress: Progress) -> tuple[str, Path]:
-    """The shared dependency layer for ``requirements``; installed once with pip --target."""
-    digest = layer_hash(requirements, interpreter_tag())
+def _ensure_deps(home: Path, plan: DepsPlan, progress: Progress) -> tuple[str, Path]:
+    """The shared dependency layer of ``plan``; installed once with pip --target."""
+    digest = plan.hash
     final = deps_dir(home, digest)
     if (final / "layer.json").exists():
         return digest, final / "site"
-    progress(f"installing dependencies into a new layer {digest[:12]} (once per dependency set)")
+    source = RUNTIME_LOCK if plan.locked else "Requires-Dist, no lock"
+    progress(f"installing dependencies into a new layer {digest[:12]} (from {source})")
     work = _new_build_dir(final.parent)
-    (work / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    (work / "requirements.txt").write_text(plan.requirements)
     _run(
-        deps_install_command(sys.executable, work / "site", work / "requirements.txt"),
-        "installing dependencies",
+        deps_install_command(
+            sys.executable, work / "site", work / "requirements.txt", locked=plan.locked
+        ),
+        f"installing dependencies from {source}",
     )
     # Console scripts here would start the builder's interpreter, not a release's.
     shutil.rmtree(work / "site" / "bin", ignore_errors=True)
     layer = {
         "hash": digest,
         "interpreter": interpreter_tag(),
-        "requirements": requirements,
+        "source": source,
         "installed": sorted(p.name.removesuffix(".dist-info") for p in _dist_infos(work)),
         "built_at": _now(),
     }
@@ -576,6 +621,16 @@ def _ensure_deps(home: Path, requirements: list[str], progress: Progress) -> tup
     work.rename(final)
     make_read_only(final)
     return digest, final / "site"
+
+
+def _check_deps(venv_python: Path, plan: DepsPlan) -> None:
+    try:
+        _run(deps_check_command(sys.executable, venv_python), "pip check")
+    except ReleaseError as exc:
+        fix = f"; regenerate {RUNTIME_LOCK} with `bash scripts/lock`" if plan.locked else ""
+        raise ReleaseError(
+            f"the dependency layer does not satisfy the release{fix}: {exc}"
+        ) from None
 
 
 def _dist_infos(layer: Path) -> Iterator[Path]:
@@ -661,6 +716,8 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
         pyproject = tomllib.loads(pyproject_file.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ReleaseError(f"{what}: pyproject.toml: {exc}") from None
+    lock_file = tree_dir / RUNTIME_LOCK
+    lock = lock_file.read_text() if lock_file.is_file() else None
     tools = _ensure_tools(home, build_requires(pyproject), say)
     frontend_tree = _frontend_tree(src)
     if frontend_tree is not None:
@@ -687,7 +744,8 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
     with zipfile.ZipFile(wheel) as archive:
         (meta_name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         requirements = requires_dist(archive.read(meta_name).decode())
-    deps_hash, deps_site = _ensure_deps(home, requirements, say)
+    plan = plan_deps(lock, requirements, interpreter_tag())
+    deps_hash, deps_site = _ensure_deps(home, plan, say)
 
     say("installing echobase into the release venv")
     venv = work / "venv"
@@ -695,6 +753,7 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
     _run(wheel_install_command(sys.executable, venv / "bin" / "python", wheel), "pip install")
     (_site_packages(venv) / DEPS_PTH).write_text(deps_pth(deps_site))
     shutil.rmtree(tree_dir)
+    _check_deps(venv / "bin" / "python", plan)
 
     say("verifying the release imports its own code")
     out = _run(verify_command(venv / "bin" / "python"), "importing the services", cwd=work)

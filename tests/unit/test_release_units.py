@@ -1,0 +1,53 @@
+"""The pure parts of release builds that choose and install a dependency layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from echobase.platform.release import (
+    deps_check_command,
+    deps_install_command,
+    layer_hash,
+    lock_hash,
+    plan_deps,
+)
+
+TAG = "cpython-311-linux-x86_64"
+LOCK = "httpx==0.29.0 \\\n    --hash=sha256:" + "a" * 64 + "\n"
+REQUIRES = ["httpx>=0.27", "rich>=13"]
+
+
+def test_a_source_with_a_lock_installs_exactly_the_lock() -> None:
+    plan = plan_deps(LOCK, REQUIRES, TAG)
+    assert plan.locked and plan.requirements == LOCK
+    assert plan.hash == lock_hash(LOCK, TAG)
+    # Named by the lock's content and the interpreter, never by the looser Requires-Dist.
+    assert plan.hash != layer_hash(REQUIRES, TAG)
+    assert plan_deps(LOCK.replace("0.29.0", "0.29.1"), REQUIRES, TAG).hash != plan.hash
+    assert plan_deps(LOCK, REQUIRES, "cpython-312-linux-x86_64").hash != plan.hash
+    assert plan_deps(LOCK, ["other"], TAG).hash == plan.hash
+
+
+def test_a_source_from_before_the_lock_keeps_its_requires_dist_layer() -> None:
+    plan = plan_deps(None, REQUIRES, TAG)
+    assert not plan.locked
+    assert plan.hash == layer_hash(REQUIRES, TAG)  # so its existing layer is still found
+    assert plan.requirements == "httpx>=0.27\nrich>=13\n"
+
+
+def test_only_a_locked_install_demands_hashes_and_resolves_nothing() -> None:
+    target, file = Path("/layer/site"), Path("/layer/requirements.txt")
+    locked = deps_install_command("/py", target, file, locked=True)
+    loose = deps_install_command("/py", target, file)
+    assert locked[:3] == ["/py", "-m", "pip"]
+    assert {"--require-hashes", "--no-deps"} <= set(locked)
+    assert not {"--require-hashes", "--no-deps"} & set(loose)
+    for cmd in (locked, loose):
+        assert cmd[cmd.index("--target") + 1] == str(target)
+        assert cmd[cmd.index("-r") + 1] == str(file)
+
+
+def test_the_layer_is_checked_from_inside_the_release_venv() -> None:
+    cmd = deps_check_command("/py", Path("/release/venv/bin/python"))
+    assert cmd[:3] == ["/py", "-m", "pip"]
+    assert cmd[-3:] == ["--python", "/release/venv/bin/python", "check"]
