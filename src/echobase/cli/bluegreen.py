@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from echobase.cli.durable import HomeOpt, JsonOpt, checked_env, load_stack
+from echobase.cli.durable import HomeOpt, JsonOpt, checked_env, load_stack, preflight_ports
 from echobase.platform.bluegreen import history
 from echobase.platform.bluegreen.lock import LockHeld
 from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
@@ -95,6 +95,8 @@ def deploy(
 ) -> None:
     """Deploy a release to the idle colour, prove it, switch traffic, prove it again."""
     bluegreen = _bluegreen(env, home)
+    # A deploy starts a colour's servers only: the durable layer must already run.
+    preflight_ports(bluegreen.stack, env, as_json, durable=False)
     with console.status("deploying") as status:
         bluegreen.progress = progress = _progress(status)
         try:
@@ -271,6 +273,7 @@ def up(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = False)
     """Everything from a fresh clone: the durable layer, a release of the working tree,
     deployed and live. Run again, it changes nothing."""
     bluegreen = _bluegreen(env, home)
+    preflight_ports(bluegreen.stack, env, as_json)
     with console.status("bringing echobase up") as status:
         bluegreen.progress = progress = _progress(status)
         bluegreen.durable.progress = progress

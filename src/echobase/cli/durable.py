@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from echobase.platform.durable.credentials import OBSERVABILITY
 from echobase.platform.durable.layer import DurableError, DurableLayer
+from echobase.platform.preflight import PortsUnavailable, check_ports_free
 from echobase.platform.stack import ENVIRONMENTS, Stack, StackConfigError, check_env
 
 console = Console(stderr=True)
@@ -46,6 +48,22 @@ def checked_env(env: str) -> str:
         raise typer.Exit(2) from None
 
 
+def preflight_ports(
+    stack: Stack, env: str, as_json: bool, durable: bool = True, colours: bool = True
+) -> None:
+    """Refuse (exit 2) before anything starts when a port the command needs cannot be had:
+    a half-started system is worse than none."""
+    try:
+        check_ports_free(stack, env, durable=durable, colours=colours)
+    except PortsUnavailable as exc:
+        if as_json:
+            typer.echo(json.dumps(exc.as_dict()))
+        else:
+            # escape: "[ports.devlocal]" in the message is TOML, not rich markup
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 def _layer(env: str, home: Path | None) -> DurableLayer:
     env = checked_env(env)  # a usage error first: it needs no configuration
     return DurableLayer(load_stack(home), env)
@@ -69,6 +87,7 @@ def setup(
     """Start (or create) the environment's durable layer. Safe to run again: it changes
     nothing that is already in place."""
     layer = _layer(env, home)
+    preflight_ports(layer.stack, env, as_json, colours=False)
     started = time.monotonic()
     marks: list[tuple[str, float]] = []
     with console.status("setting up") as status:

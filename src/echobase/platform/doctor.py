@@ -8,6 +8,7 @@ import shutil
 import socket
 import stat
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -68,37 +69,94 @@ def port_free(host: str, port: int) -> bool | None:
     return True
 
 
+PortState = Literal["free", "ours", "privileged", "taken"]
+
+# Every default port + 10000 lands in 10080-19190: above any privileged port, below 65536
+# (tests/unit/test_preflight.py checks it), so one offset is the whole fix for most users.
+SUGGESTED_OFFSET = 10000
+SYSCTL = "net.ipv4.ip_unprivileged_port_start"
+
+
+@dataclass(frozen=True)
+class PortUse:
+    """A port a system will listen on, and whether this user can have it."""
+
+    owner: str  # environment or colour
+    key: str  # lb_https, gateway, ...
+    port: int
+    state: PortState
+    holder: str = ""  # for "ours": the echobase service that holds it
+
+    @property
+    def label(self) -> str:
+        return f"{self.port} ({self.owner} {self.key})"
+
+
+def classify_ports(
+    ports: Iterable[tuple[str, str, int]],
+    ours: Mapping[int, str],
+    probe: Callable[[int], bool | None],
+) -> list[PortUse]:
+    """Each (owner, key, port) as free, ours, privileged or taken. ``ours``: ports held by
+    echobase's own running services, not probed (they are taken, by us); ``probe`` is
+    ``port_free`` bound to a host, or a fake in the unit tests. Doctor and the preflight of
+    ``up``/``deploy``/``durable setup`` both judge ports with this one function."""
+    uses = []
+    for owner, key, port in ports:
+        if port in ours:
+            uses.append(PortUse(owner, key, port, "ours", ours[port]))
+            continue
+        free = probe(port)
+        state: PortState = "free" if free else "privileged" if free is None else "taken"
+        uses.append(PortUse(owner, key, port, state))
+    return uses
+
+
+def ways_out(privileged: Sequence[PortUse]) -> list[str]:
+    """The three fixes for privileged ports, in the words of the README's Ports section."""
+    lowest = min(use.port for use in privileged)
+    by_owner: dict[str, list[str]] = {}
+    for use in privileged:
+        by_owner.setdefault(use.owner, []).append(f"{use.key} = {use.port + SUGGESTED_OFFSET}")
+    example = "; ".join(f"[ports.{owner}] {', '.join(keys)}" for owner, keys in by_owner.items())
+    return [
+        f"move every port up: ECHOBASE_PORT_OFFSET={SUGGESTED_OFFSET} bash scripts/run "
+        "(the variable works for every echobase command)",
+        f"set the ports in echobase.toml (working directory or state directory): {example}",
+        f"let unprivileged users listen from port {lowest}: sudo sysctl {SYSCTL}={lowest}",
+    ]
+
+
+TAKEN_FIX = (
+    "stop that program, or move echobase to other ports: another ECHOBASE_PORT_OFFSET, "
+    "or the port in echobase.toml"
+)
+
+
+def port_checks(uses: Sequence[PortUse]) -> list[Check]:
+    """Doctor's rows for classified ports: one per port, each with its fix."""
+    privileged = [use for use in uses if use.state == "privileged"]
+    privileged_fix = "; or ".join(ways_out(privileged)) if privileged else ""
+    checks = []
+    for use in uses:
+        name = f"port {use.label}"
+        if use.state == "ours":
+            checks.append(Check(name, "ok", f"in use by {use.holder}"))
+        elif use.state == "free":
+            checks.append(Check(name, "ok", "free"))
+        elif use.state == "privileged":
+            detail = "privileged port: this user may not listen on it"
+            checks.append(Check(name, "fail", detail, privileged_fix))
+        else:
+            checks.append(Check(name, "fail", "in use by another program", TAKEN_FIX))
+    return checks
+
+
 def check_ports(stack: Stack, ours: dict[int, str]) -> list[Check]:
     """``ours``: ports held by echobase's own running services (not a problem)."""
-    checks = []
-    for owner, key, port in stack.ports.all():
-        name = f"port {port} ({owner} {key})"
-        if port in ours:
-            checks.append(Check(name, "ok", f"in use by {ours[port]}"))
-            continue
-        free = port_free(stack.host, port)
-        if free:
-            checks.append(Check(name, "ok", "free"))
-        elif free is None:
-            checks.append(
-                Check(
-                    name,
-                    "fail",
-                    "privileged port: this user may not listen on it",
-                    "run as root, set ECHOBASE_PORT_OFFSET (e.g. 10000), set the port in "
-                    "echobase.toml, or allow it: sysctl net.ipv4.ip_unprivileged_port_start=80",
-                )
-            )
-        else:
-            checks.append(
-                Check(
-                    name,
-                    "fail",
-                    "in use by another program",
-                    "stop that program, or move echobase: ECHOBASE_PORT_OFFSET or echobase.toml",
-                )
-            )
-    return checks
+    return port_checks(
+        classify_ports(stack.ports.all(), ours, lambda port: port_free(stack.host, port))
+    )
 
 
 def check_state_dir(home: Path) -> list[Check]:
