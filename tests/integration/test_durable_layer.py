@@ -233,7 +233,7 @@ def test_no_secret_in_logs_process_arguments_or_readable_files(system):
         data = log.read_bytes()
         for needle in needles:
             assert needle not in data, f"a secret in {log}"
-    assert system.home.stat().st_mode & 0o066 == 0  # at most search (711) for nginx workers
+    assert system.home.stat().st_mode & 0o077 == 0  # nginx workers run as the owner
 
 
 def test_secrets_survive_a_restart_of_the_store_and_mariadb_restarts_from_it(system):
@@ -281,6 +281,7 @@ def test_doctor_sees_the_running_layer_and_a_foreign_port(system):
     assert foreign["outcome"] == "fail" and "ECHOBASE_PORT_OFFSET" in foreign["fix"]
     assert all(c["outcome"] == "ok" for n, c in checks.items() if n.startswith("binary"))
     assert checks["state directory"]["outcome"] == "ok"
+    assert checks["nginx workers (devlocal)"]["outcome"] == "ok"
     assert system.cli("doctor").returncode == 0
 
 

@@ -12,8 +12,7 @@ from rich.table import Table
 from echobase import __version__
 from echobase.cli import bluegreen, data, dev, durable, release
 from echobase.platform.doctor import run_checks
-from echobase.platform.durable.layer import DurableLayer
-from echobase.platform.stack import ENVIRONMENTS
+from echobase.platform.preflight import ours
 
 app = typer.Typer(
     name="echobase",
@@ -42,24 +41,7 @@ def doctor(
 ) -> None:
     """Check binaries, ports and the state directory; say how to fix what is wrong."""
     stack = durable.load_stack(home)
-    ours: dict[int, str] = {}
-    for env in ENVIRONMENTS:
-        layer = DurableLayer(stack, env)
-        if not layer.supervisor.running():
-            continue
-        for service in layer.status():
-            if service.state == "RUNNING":
-                ports = stack.ports.of(env)
-                held = [service.port]
-                if service.role == "nginx":
-                    held = [
-                        ports["lb_http"],
-                        ports["lb_https"],
-                        ports["lb_blue"],
-                        ports["lb_green"],
-                    ]
-                ours.update(dict.fromkeys(held, service.name))
-    checks = run_checks(stack, ours)
+    checks = run_checks(stack, ours(stack))  # the preflight's: colours' ports too
     failed = any(check.outcome == "fail" for check in checks)
     if as_json:
         typer.echo(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))

@@ -4,6 +4,8 @@ with how to fix what is wrong."""
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import shutil
 import socket
 import stat
@@ -13,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from echobase.platform.frontend import WEB_DIR
+from echobase.platform.release import RELEASES_DIR
 from echobase.platform.stack import ENVIRONMENTS, Stack
 
 Outcome = Literal["ok", "warn", "fail"]
@@ -176,7 +180,7 @@ def check_state_dir(home: Path) -> list[Check]:
                 f"chown -R {os.geteuid()} {home}, or use another ECHOBASE_HOME",
             )
         )
-    if info.st_mode & 0o066:  # search-only (711) lets nginx's workers reach their files
+    if info.st_mode & 0o077:  # every process of the system runs as the owner: nobody else
         checks.append(
             Check(
                 "state directory permissions",
@@ -185,7 +189,7 @@ def check_state_dir(home: Path) -> list[Check]:
                 f"chmod 700 {home}",
             )
         )
-    exposed = world_readable_files(home)
+    exposed = [p for p in world_readable_files(home) if RELEASES_DIR not in p.parts]
     if exposed:
         checks.append(
             Check(
@@ -197,7 +201,86 @@ def check_state_dir(home: Path) -> list[Check]:
         )
     if not checks:
         checks.append(Check("state directory", "ok", f"{home} private to this user"))
+    return [*checks, *check_served_files(home)]
+
+
+def check_served_files(home: Path) -> list[Check]:
+    """Whether the user nginx's workers run as (per each environment's rendered config) can
+    reach every app bundle the load balancer serves; a worker that cannot answers 503."""
+    checks = []
+    for env in ENVIRONMENTS:
+        config = home / "durable" / env / "nginx" / "nginx.conf"
+        try:
+            text = config.read_text()
+        except OSError:
+            continue
+        user = configured_worker_user(text)
+        name = f"nginx workers ({env})"
+        try:
+            uid, gids = identity(user)
+        except KeyError:
+            checks.append(Check(name, "fail", f"user {user} does not exist", _rerender(env)))
+            continue
+        bundles = sorted((home / WEB_DIR).glob("*"))
+        blocked = [
+            (link, wall) for link in bundles if (wall := first_unsearchable(link, uid, gids))
+        ]
+        if blocked:
+            link, wall = blocked[0]
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    f"run as {user}, which cannot pass through {wall} to serve {link.name}",
+                    _rerender(env),
+                )
+            )
+        else:
+            what = ", ".join(link.name for link in bundles) or "no app published yet"
+            checks.append(Check(name, "ok", f"run as {user}; reach the app bundles ({what})"))
     return checks
+
+
+def _rerender(env: str) -> str:
+    return (
+        f"echobase durable setup {env} (workers then run as the state directory's owner); "
+        "run echobase as that owner"
+    )
+
+
+def configured_worker_user(config_text: str) -> str:
+    """The user nginx's workers run as under this config: its ``user`` directive, else the
+    master's own user (nginx changes user only when started by root, else it is nobody)."""
+    found = re.search(r"^user\s+([^\s;]+)", config_text, re.MULTILINE)
+    if found:
+        return found[1]
+    return "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+
+def identity(user: str) -> tuple[int, set[int]]:
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, set(os.getgrouplist(user, entry.pw_gid))
+
+
+def first_unsearchable(path: Path, uid: int, gids: set[int]) -> Path | None:
+    """The first directory on the way to ``path`` (links followed, as nginx does) that
+    ``uid`` may not pass through, or ``path`` itself if it cannot be read; None if reachable."""
+    if uid == 0:
+        return None
+    target = path.resolve()
+    for directory in [*reversed(target.parents), target]:
+        try:
+            info = directory.stat()
+        except OSError:
+            return directory
+        need = 0o4 if directory == target else 0o1  # read the bundle, search the rest
+        if info.st_uid == uid:
+            need <<= 6
+        elif info.st_gid in gids:
+            need <<= 3
+        if not info.st_mode & need:
+            return directory
+    return None
 
 
 def world_readable_files(home: Path) -> list[Path]:

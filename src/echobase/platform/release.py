@@ -482,9 +482,9 @@ def resolve_source(source: Path, ref: str | None) -> Source:
 def _locked(home: Path) -> Iterator[None]:
     root = releases_dir(home)
     root.mkdir(parents=True, exist_ok=True)
-    # nginx's workers (another user) read a colour's app inside its release: they pass
-    # through, but cannot list. Explicit, as the CLI may run under a private umask.
-    os.chmod(root, 0o711)  # noqa: S103 - search only
+    # Everything that reads a release (the services, nginx's workers) runs as its owner;
+    # explicit, so that the 0711 of earlier versions closes too.
+    os.chmod(root, 0o700)
     with open(root / LOCK_FILE, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -541,9 +541,7 @@ def _clean_leftovers(home: Path) -> None:
 
 def _new_build_dir(parent: Path) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=parent))
-    path.chmod(0o755)  # mkdtemp's 0700 would hide the release from the services' user
-    return path
+    return Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=parent))
 
 
 def _find_by_tree(home: Path, tree: str) -> Release | None:
