@@ -10,15 +10,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from durable_support import DurableSystem
+from user_path_support import check_live, clone_checkout
 
-ROOT = Path(__file__).resolve().parents[2]
 OLD_NODE = """#!/bin/sh
 # Stand-in for Debian 12's nodejs 18.19: answers its version, refuses to run anything.
 echo "$0 $*" >> "{calls}"
@@ -35,29 +34,8 @@ def system() -> Iterator[DurableSystem]:
     system.destroy()
 
 
-def clone(dest: Path) -> Path:
-    """The working tree as committed plus its uncommitted changes: what a user has."""
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
-    diff = subprocess.run(
-        ["git", "-C", str(ROOT), "diff", "HEAD", "--binary"], capture_output=True, check=True
-    ).stdout
-    if diff:
-        subprocess.run(["git", "-C", str(dest), "apply", "-"], input=diff, check=True)
-    untracked = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "--others", "--exclude-standard", "-z"],
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    for name in filter(None, untracked.split("\0")):
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        (dest / name).write_bytes((ROOT / name).read_bytes())
-        (dest / name).chmod((ROOT / name).stat().st_mode)
-    return dest
-
-
 def test_scripts_run_works_with_only_an_old_node(system: DurableSystem, tmp_path: Path) -> None:
-    checkout = clone(tmp_path / "echobase")
+    checkout = clone_checkout(tmp_path / "echobase")
     old = tmp_path / "debian-node"
     old.mkdir()
     calls = tmp_path / "old-node-calls"
@@ -87,12 +65,4 @@ def test_scripts_run_works_with_only_an_old_node(system: DurableSystem, tmp_path
     assert asked and all(line.endswith(" --version") for line in asked), asked
 
     (url,) = re.findall(r"live: (https://\S+)", output)
-    ca = system.plan("devlocal").tls_dir / "lb.crt"
-    check = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/check-live"), url, "--ca", str(ca)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    check_live(url, system.plan("devlocal").tls_dir / "lb.crt")

@@ -17,7 +17,6 @@ import random
 import secrets
 import shutil
 import signal
-import ssl
 import subprocess
 import tempfile
 import time
@@ -25,16 +24,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from echobase.platform.doctor import port_free
 from echobase.platform.preflight import needed_ports, unprivileged_start
 from echobase.platform.stack import HOST, Stack, resolve_ports
+from user_path_support import check_live, clone_checkout
 
 pytestmark = [pytest.mark.timeout(1800), pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 PATH = "/usr/local/bin:/usr/bin:/bin"  # no pyenv, no /root: what a plain login has
 
 
@@ -127,25 +125,7 @@ def _uid(pid: int) -> int | None:
 
 @pytest.fixture(scope="module")
 def clone(user: User) -> Path:
-    """This checkout as the user would have it: a clone, with the working tree's changes
-    (tracked and new files) laid over it, so a dirty checkout is tested as it is."""
-    target = user.home / "echobase"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(target)], check=True)
-    listed = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        check=True,
-        capture_output=True,
-    ).stdout.split(b"\0")
-    for raw in filter(None, listed):
-        relative = raw.decode()
-        source, copy = REPO / relative, target / relative
-        if source.is_file():
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy)
-        elif not source.exists():
-            copy.unlink(missing_ok=True)  # deleted in the working tree
-    # New files must be tracked: a release is built from the tracked files.
-    subprocess.run(["git", "-C", str(target), "add", "-A"], check=True)
+    target = clone_checkout(user.home / "echobase")
     if user.created:
         # Owned by the user, so that git's "dubious ownership" check passes for them.
         subprocess.run(["chown", "-R", f"{user.name}:", str(user.home)], check=True)
@@ -210,13 +190,7 @@ def test_with_an_offset_the_user_gets_a_working_system(user, clone):
         assert "Traceback" not in result.stderr
         https = resolve_ports(offset).of("devlocal")["lb_https"]
         cert = user.state / "durable" / "devlocal" / "nginx" / "tls" / "lb.crt"
-        context = ssl.create_default_context(cafile=str(cert))
-        with httpx.Client(base_url=f"https://127.0.0.1:{https}", verify=context) as lb:
-            assert lb.get("/health").status_code == 200
-            page = lb.get("/")
-            assert page.status_code == 200
-            assert page.headers["content-type"].startswith("text/html")
-            assert "<html" in page.text.lower()
+        check_live(f"https://127.0.0.1:{https}", cert)  # what CI checks of the user's path
     finally:
         down = run_as(user, clone, ".venv/bin/echobase", "down", "--all", **env)
         teardown = run_as(
