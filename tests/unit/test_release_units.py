@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 from echobase.platform.release import (
+    TOOLS_LOCK,
+    build_requires,
     deps_check_command,
     deps_install_command,
     layer_hash,
     lock_hash,
     plan_deps,
+    tools_install_command,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TAG = "cpython-311-linux-x86_64"
 LOCK = "httpx==0.29.0 \\\n    --hash=sha256:" + "a" * 64 + "\n"
@@ -51,3 +60,25 @@ def test_the_layer_is_checked_from_inside_the_release_venv() -> None:
     cmd = deps_check_command("/py", Path("/release/venv/bin/python"))
     assert cmd[:3] == ["/py", "-m", "pip"]
     assert cmd[-3:] == ["--python", "/release/venv/bin/python", "check"]
+
+
+def test_the_build_tools_install_from_their_lock_with_hashes() -> None:
+    file = Path("/tools/requirements.txt")
+    locked = tools_install_command("/py", Path("/tools/venv/bin/python"), file, locked=True)
+    assert locked[:5] == ["/py", "-m", "pip", "--disable-pip-version-check", "--python"]
+    assert {"--require-hashes", "--no-deps"} <= set(locked)
+    assert locked[locked.index("-r") + 1] == str(file)
+    loose = tools_install_command("/py", Path("/tools/venv/bin/python"), file)
+    assert not {"--require-hashes", "--no-deps"} & set(loose)
+
+
+def test_the_tools_lock_pins_pip_and_meets_the_build_system() -> None:
+    # scripts/install builds the project and release builds make its wheel with exactly these:
+    # a [build-system] change without `bash scripts/lock` must fail here, not in a build.
+    pins = dict(re.findall(r"^([a-z0-9_.-]+)==(\S+)", (ROOT / TOOLS_LOCK).read_text(), re.M))
+    assert "pip" in pins
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for text in build_requires(pyproject):
+        requirement = Requirement(text)
+        assert requirement.name in pins, f"{TOOLS_LOCK} has no {requirement.name}"
+        assert pins[requirement.name] in requirement.specifier, (text, pins[requirement.name])

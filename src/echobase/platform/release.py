@@ -13,8 +13,9 @@ one layer, so a new commit builds in seconds. A layer is installed from the sour
 content and the interpreter); a commit from before the lock falls back to the wheel's
 ``Requires-Dist`` lines, resolved by pip. Either way ``pip check`` must pass in the release
 venv, so a lock that misses one of the wheel's requirements fails the build. The build
-tools (setuptools, wheel) live in a similar layer under ``.tools/``, so after the first
-build nothing needs the network.
+tools (pip, setuptools, wheel, from the source's ``requirements/tools.lock`` when it has one)
+live in a similar layer under ``.tools/``, so after the first build nothing needs the
+network.
 
 Everything is built under ``.build-*`` and renamed into place only once verified: a crash
 never leaves a directory that looks like a release. Pure functions compute ids, paths and
@@ -58,6 +59,8 @@ METADATA_FILE = "release.json"
 DEPS_PTH = "_echobase_deps.pth"
 # Inside the source tree: the exact dependency set of a release (written by scripts/lock).
 RUNTIME_LOCK = "requirements/runtime.lock"
+# Inside the source tree too: pip and the build backend that make the release's wheel.
+TOOLS_LOCK = "requirements/tools.lock"
 # What a colour runs; a release that cannot import all three is never published.
 SERVICE_MODULES = ("echobase.app.gateway", "echobase.app.processor", "echobase.app.db.migrate")
 # PEP 518's default for a project without a [build-system] table.
@@ -259,9 +262,12 @@ def venv_command(python: str, path: Path) -> list[str]:
 
 
 def tools_install_command(
-    python: str, tools_python: Path, requirements: Sequence[str]
+    python: str, tools_python: Path, requirements_file: Path, locked: bool = False
 ) -> list[str]:
-    return pip_command(python, "--python", str(tools_python), "install", "-q", *requirements)
+    exact = ["--require-hashes", "--no-deps"] if locked else []
+    return pip_command(
+        python, "--python", str(tools_python), "install", "-q", *exact, "-r", str(requirements_file)
+    )
 
 
 def wheel_command(python: str, tools_python: Path, src: Path, dist: Path) -> list[str]:
@@ -568,20 +574,24 @@ def _site_packages(venv: Path) -> Path:
     return site
 
 
-def _ensure_tools(home: Path, requirements: list[str], progress: Progress) -> Path:
-    """A venv holding the build backend, made once per set of build requirements, so that
-    building a wheel needs neither build isolation nor the network."""
-    digest = layer_hash(requirements, interpreter_tag())
-    final = tools_dir(home, digest)
+def _ensure_tools(home: Path, plan: DepsPlan, progress: Progress) -> Path:
+    """A venv holding the build backend, made once per tools lock (or, for a commit older
+    than the lock, per set of build requirements), so that building a wheel needs neither
+    build isolation nor the network."""
+    final = tools_dir(home, plan.hash)
     if (final / "bin" / "python").exists():
         return final
-    progress(f"installing build tools ({', '.join(requirements)})")
+    source = TOOLS_LOCK if plan.locked else "[build-system] requires, no lock"
+    progress(f"installing build tools (from {source})")
     work = _new_build_dir(final.parent)
+    (work / "requirements.txt").write_text(plan.requirements)
     venv = work / "venv"
     _run(venv_command(sys.executable, venv), "creating the build-tools venv")
     _run(
-        tools_install_command(sys.executable, venv / "bin" / "python", requirements),
-        f"installing build tools {requirements}",
+        tools_install_command(
+            sys.executable, venv / "bin" / "python", work / "requirements.txt", plan.locked
+        ),
+        f"installing build tools from {source}",
     )
     # pyvenv.cfg sits beside bin/, so the venv works from wherever it is renamed to.
     venv.rename(final)
@@ -629,6 +639,12 @@ def _check_deps(venv_python: Path, plan: DepsPlan) -> None:
         raise ReleaseError(
             f"the dependency layer does not satisfy the release{fix}: {exc}"
         ) from None
+
+
+def _read_lock(tree: Path, name: str) -> str | None:
+    """A lock file of the source, or None for a commit from before it existed."""
+    path = tree / name
+    return path.read_text() if path.is_file() else None
 
 
 def _dist_infos(layer: Path) -> Iterator[Path]:
@@ -714,9 +730,10 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
         pyproject = tomllib.loads(pyproject_file.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ReleaseError(f"{what}: pyproject.toml: {exc}") from None
-    lock_file = tree_dir / RUNTIME_LOCK
-    lock = lock_file.read_text() if lock_file.is_file() else None
-    tools = _ensure_tools(home, build_requires(pyproject), say)
+    tag = interpreter_tag()
+    lock = _read_lock(tree_dir, RUNTIME_LOCK)
+    tools_plan = plan_deps(_read_lock(tree_dir, TOOLS_LOCK), build_requires(pyproject), tag)
+    tools = _ensure_tools(home, tools_plan, say)
     frontend_tree = _frontend_tree(src)
     if frontend_tree is not None:
         try:
@@ -742,7 +759,7 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
     with zipfile.ZipFile(wheel) as archive:
         (meta_name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         requirements = requires_dist(archive.read(meta_name).decode())
-    plan = plan_deps(lock, requirements, interpreter_tag())
+    plan = plan_deps(lock, requirements, tag)
     deps_hash, deps_site = _ensure_deps(home, plan, say)
 
     say("installing echobase into the release venv")
