@@ -82,12 +82,15 @@ def test_missing_instance_state_is_refused() -> None:
 
 def test_a_module_that_moved_is_refused() -> None:
     def load(name: str) -> ModuleType:
-        if name == "moto.server":
+        if name == "moto.moto_server.werkzeug_app":
             raise ModuleNotFoundError(f"No module named {name!r}")
         return importlib.import_module(name)
 
     problems = aws_emulator.moto_problems(load)
-    assert problems == ["module moto.server cannot be imported (No module named 'moto.server')"]
+    assert problems == [
+        "module moto.moto_server.werkzeug_app cannot be imported "
+        "(No module named 'moto.moto_server.werkzeug_app')"
+    ]
 
 
 def test_the_launcher_exits_with_the_message(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
+from echobase.platform.queue_journal import CALLS as JOURNALED_CALLS
+
 # The moto series whose internals the patch below was checked against; pyproject.toml pins
 # moto[server] to the same range.
 SUPPORTED_MOTO = ">=5.2.5,<5.3"
@@ -145,7 +147,7 @@ _MODELS = "moto.sqs.models"
 # (module, dotted attribute, what it must be): everything patch_sqs, the helpers it
 # installs and keep_alive_handler wrap, replace or call. "property" and "function" are
 # looked up statically on the class (a property replaced by a plain value would still be
-# found by getattr); "class" and "callable" are module-level names.
+# found by getattr); "class", "callable" and "mapping" are module-level names.
 _SHAPE: tuple[tuple[str, str, str], ...] = (
     *((_MODELS, f"Queue.{name}", "property") for name in _COUNT_PROPERTIES),
     (_MODELS, "Queue.messages", "property"),
@@ -162,8 +164,14 @@ _SHAPE: tuple[tuple[str, str, str], ...] = (
     ("moto.core.utils", "unix_time_millis", "callable"),
     ("moto.moto_server.werkzeug_app", "MotoRequestHandler", "class"),
     ("moto.moto_server.werkzeug_app", "MotoRequestHandler.make_environ", "function"),
-    ("moto.server", "MotoRequestHandler", "class"),
-    ("moto.server", "main", "callable"),
+    ("moto.moto_server.werkzeug_app", "DomainDispatcherApplication", "class"),
+    ("moto.moto_server.werkzeug_app", "create_backend_app", "callable"),
+    # What queue_journal wraps to record every change.
+    *((_MODELS, f"SQSBackend.{name}", "function") for name in JOURNALED_CALLS),
+    (_MODELS, "SQSBackend.change_message_visibility", "function"),
+    (_MODELS, "Queue.add_message", "function"),
+    (_MODELS, "Message", "class"),
+    (_MODELS, "sqs_backends", "mapping"),
 )
 # State that moto's constructors set on each instance, read or mutated by the patch.
 _QUEUE_STATE: dict[str, type | tuple[type, ...]] = {
@@ -195,6 +203,7 @@ def _shape_problem(module: ModuleType, dotted: str, kind: str) -> str | None:
         "function": inspect.isfunction(found),
         "class": isinstance(found, type),
         "callable": callable(found),
+        "mapping": isinstance(found, dict),
     }[kind]
     return None if ok else f"{where} is not a {kind} (found {type(found).__name__})"
 
@@ -357,16 +366,45 @@ def keep_alive_handler() -> type:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Serve moto on a port. With ``--state-dir`` the queues are durable (queue_journal):
+    the journal is replayed before the port opens, so any answer means "restored"."""
+    import argparse
+    import logging
+    import os
+    import signal
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="moto's AWS APIs, with echobase's SQS patch.")
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)  # moto's default
+    parser.add_argument("--state-dir", type=Path, help="keep the queues in this directory")
+    parser.add_argument(
+        "--compact-at", type=int, default=64 << 20, help="compact the journal past these bytes"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         patch_sqs()
     except MotoIncompatible as exc:
         sys.exit(f"aws_emulator: {exc}")
-    import moto.server
-    from moto.server import main as moto_main
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import run_simple
 
-    moto.server.MotoRequestHandler = keep_alive_handler()  # type: ignore[attr-defined]
+    os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto's own main does
+    app: Any = DomainDispatcherApplication(create_backend_app)
+    app.debug = True
+    if args.state_dir is not None:
+        from echobase.platform.queue_journal import DurableAnswers, open_queues
+        from echobase.platform.runtime.journal import JournalError
 
-    moto_main(argv if argv is not None else sys.argv[1:])
+        try:
+            app = DurableAnswers(app, open_queues(args.state_dir, _by_receipt, args.compact_at))
+        except (JournalError, OSError) as exc:
+            sys.exit(f"queue server: {exc}")
+    # Acknowledged changes are on disk already: stopping needs nothing but an exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    run_simple(args.host, args.port, app, threaded=True, request_handler=keep_alive_handler())
 
 
 if __name__ == "__main__":

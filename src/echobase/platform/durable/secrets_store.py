@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import hashlib
 import hmac
 import io
 import json
 import logging
-import os
 import secrets
 import signal
 import sys
@@ -35,10 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from echobase.platform.runtime.files import write_private
+from echobase.platform.runtime.journal import Journal, JournalError
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -48,7 +43,6 @@ log = logging.getLogger(__name__)
 
 KEY_FILE = "store.key"
 JOURNAL_FILE = "journal"
-_NONCE_LEN = 12
 # X-Amz-Target prefix -> the service name in the SigV4 credential scope. Nothing else is
 # served: moto would accept, say, SQS calls too, and lose them on restart unannounced.
 _SERVICES = {"secretsmanager": "secretsmanager", "TrentService": "kms"}
@@ -71,105 +65,6 @@ _READ_ONLY_ACTIONS = frozenset(
 # a reserved alias such as alias/aws/secretsmanager, even a "read-only" Encrypt or
 # DescribeKey. Such calls are journaled so the key comes back the same after a restart.
 _RESERVED_ALIAS_MARK = b"alias/aws/"
-
-
-class SecretsStoreError(RuntimeError):
-    """The store cannot start; the message is safe to print (it never holds an entry)."""
-
-
-def _load_or_create_key(path: Path, journal: Path) -> bytes:
-    if not path.exists():
-        if journal.exists() and journal.stat().st_size > 0:
-            # A new key could never read the old entries: say so instead of line 1 failing.
-            raise SecretsStoreError(f"{journal} exists but its key {path} is missing")
-        write_private(path, base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-    try:
-        key = base64.b64decode(path.read_text().strip(), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise SecretsStoreError(f"{path} does not hold a base64 32-byte key")
-    return key
-
-
-class Journal:
-    """Encrypted, append-only, one entry a line: base64(nonce || AES-256-GCM ciphertext).
-
-    Each line's associated data is its line number, so a line deleted or moved from the
-    middle makes the following ones undecryptable instead of silently changing history.
-    """
-
-    def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(state_dir, 0o700)  # also tightens a directory made earlier by someone else
-        self.path = state_dir / JOURNAL_FILE
-        key = _load_or_create_key(state_dir / KEY_FILE, self.path)
-        self._aead = AESGCM(key)
-        # Separate from the journal key's use: KMS key material is derived under this one.
-        self.material_key = hmac.digest(key, b"echobase kms key material", hashlib.sha256)
-        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        os.chmod(self.path, 0o600)
-        # The new key's and journal's directory entries must outlive a power cut too.
-        dir_fd = os.open(state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        self._lines = 0  # set by read(), which must come before the first append
-
-    @staticmethod
-    def _aad(line_number: int) -> bytes:
-        return f"echobase secrets journal line {line_number}".encode()
-
-    def read(self) -> list[dict[str, Any]]:
-        """Decrypt every entry; drop (and cut off) a last line left half-written by a crash."""
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        tail = lines.pop()  # b"" when the file ends with a newline, as every append does
-        if tail:
-            log.warning("%s: dropping a truncated last line %d", self.path, len(lines) + 1)
-            with self.path.open("r+b") as handle:
-                handle.truncate(len(data) - len(tail))
-                os.fsync(handle.fileno())
-        entries = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                raw = base64.b64decode(line, validate=True)
-                plain = self._aead.decrypt(raw[:_NONCE_LEN], raw[_NONCE_LEN:], self._aad(number))
-                entries.append(json.loads(plain))
-            except (binascii.Error, ValueError, InvalidTag):
-                raise SecretsStoreError(
-                    f"{self.path} line {number} is corrupt or not encrypted with "
-                    f"{self.path.parent / KEY_FILE}; refusing to start"
-                ) from None
-        self._lines = len(entries)
-        return entries
-
-    def append(self, entry: dict[str, Any]) -> None:
-        """Write and fsync one entry, or raise OSError leaving the file as it was."""
-        nonce = secrets.token_bytes(_NONCE_LEN)
-        sealed = self._aead.encrypt(nonce, json.dumps(entry).encode(), self._aad(self._lines + 1))
-        line = base64.b64encode(nonce + sealed) + b"\n"
-        # Opened per append: cheap at this traffic, and a replaced or removed file is noticed
-        # (no O_CREAT: a fresh file would silently drop the history before it).
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            start = os.lseek(fd, 0, os.SEEK_END)
-            try:
-                view = memoryview(line)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            except OSError:
-                # Undo a partial line: the next append must not be glued onto it.
-                try:
-                    os.ftruncate(fd, start)
-                except OSError:
-                    log.exception("%s: could not cut off a failed append", self.path)
-                raise
-        finally:
-            os.close(fd)
-        self._lines += 1
 
 
 def _patch_kms_key_material(material_key: bytes) -> None:
@@ -294,7 +189,7 @@ class JournaledApp:
             "seed": seed,
         }
         try:
-            self.journal.append(entry)
+            self.journal.append([entry])
         except OSError as exc:
             log.error("journal append failed (%s); request refused", type(exc).__name__)
             return _json_error(
@@ -331,8 +226,9 @@ class JournaledApp:
 
 def open_store(state_dir: Path) -> JournaledApp:
     """Load the key, patch moto, replay the journal; return the app, ready to serve."""
-    journal = Journal(state_dir)
-    _patch_kms_key_material(journal.material_key)
+    journal = Journal(state_dir, "echobase secrets journal", JOURNAL_FILE, KEY_FILE)
+    # Separate from the journal key's use: KMS key material is derived under this one.
+    _patch_kms_key_material(hmac.digest(journal.key, b"echobase kms key material", hashlib.sha256))
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     app = JournaledApp(journal, DomainDispatcherApplication(create_backend_app))
@@ -351,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         app = open_store(args.state_dir)
-    except (SecretsStoreError, OSError) as exc:
+    except (JournalError, OSError) as exc:
         sys.exit(f"secrets store: {exc}")
 
     def stop(_signum: int, _frame: FrameType | None) -> None:

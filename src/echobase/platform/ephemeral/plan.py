@@ -75,6 +75,11 @@ class ColourPlan:
     def metrics_dir(self) -> Path:
         return self.home / "metrics"
 
+    @property
+    def queue_dir(self) -> Path:
+        """The queue server's journal: the colour's queues outlive its processes."""
+        return self.home / "sqs"
+
     def origins(self) -> list[str]:
         """Where the browser app is served from: the LB (both names) and the direct port."""
         https = self.stack.ports.of(self.env)["lb_https"]
@@ -120,6 +125,8 @@ class ColourPlan:
                 self.stack.host,
                 "-p",
                 str(service.port),
+                "--state-dir",
+                str(self.queue_dir),
             ]
             return Program(service.name, command, log_file=log, environment=EMULATOR_AWS_ENV)
         module = {
