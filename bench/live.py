@@ -40,7 +40,6 @@ from typing import Any
 
 import aiohttp
 import boto3
-import httpx
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform.bluegreen.pipeline import BlueGreen
@@ -50,12 +49,15 @@ from echobase.platform.release import build_release
 from support import (
     BENCH_SERVICE_SETTINGS,
     ENV,
+    ORDER_BODY,
     REPO,
     System,
     WrkResult,
     fill_queue,
+    first_user,
     percentile,
     queue_depth,
+    register,
     rss_mib,
     sqs_send_script,
     tree_cpu,
@@ -65,7 +67,6 @@ from support import (
     wrk_row,
 )
 
-ORDER_BODY = json.dumps({"productId": 11, "quantity": 2})
 LOOK_BACK_IDS = 200
 TARGETS = {
     "intake orders/s": 560,
@@ -95,26 +96,6 @@ class Sampler(threading.Thread):
             for name, mib in rss.items():
                 self.peak_rss[name] = max(self.peak_rss.get(name, 0.0), mib)
             self.peak_total = max(self.peak_total, sum(rss.values()))
-
-
-def register(lb_url: str, verify: ssl.SSLContext, count: int) -> list[str]:
-    """Users registered through the LB; their JWTs (the session cookie's value)."""
-    tokens = []
-    with httpx.Client(base_url=lb_url, verify=verify, headers={"Origin": lb_url}) as http:
-        for i in range(count):
-            name = f"bench{i}_{os.urandom(4).hex()}"
-            response = http.post(
-                "/api/v1/auth/register",
-                json={
-                    "username": name,
-                    "email": f"{name}@bench.local",
-                    "fullName": "Bench",
-                    "password": "Bench1234x",
-                },
-            )
-            assert response.status_code == 201, response.text
-            tokens.append(response.cookies["echobase_token"])
-    return tokens
 
 
 def cpu_per_request(
@@ -201,16 +182,6 @@ class RowWatcher(threading.Thread):
                 time.sleep(0.002)
         finally:
             self.conn.close()
-
-
-def first_user(creds: DatabaseCredentials) -> int:
-    conn = app_connection(creds)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT MIN(id) FROM users")
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
 
 
 def verdict(ok: bool) -> str:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,9 +22,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.messages import build_order_message
 from echobase.platform.durable import nginx
 from echobase.platform.durable.layer import tree_rss
+from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.runtime.processes import free_port, free_ports
 from echobase.platform.stack import Stack, free_port_overrides, render_ports_toml
@@ -32,6 +37,7 @@ ECHOBASE = str(Path(sys.executable).parent / "echobase")
 REPO = Path(__file__).resolve().parent.parent
 ENV = "devlocal"
 ORIGIN = "https://bench.local"
+ORDER_BODY = json.dumps({"productId": 11, "quantity": 2})
 # Fast hashing and no rate limit: the benchmarks measure the order path, not bcrypt or the
 # limiter refusing one user's 600 orders a second. The same keys a team sets in echobase.toml.
 BENCH_SERVICE_SETTINGS = {
@@ -155,6 +161,39 @@ class System:
             pass
         subprocess.run(["chmod", "-R", "u+w", str(self.home)], check=False)  # releases are r/o
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+# --- users and orders -----------------------------------------------------------------------
+
+
+def register(lb_url: str, verify: ssl.SSLContext, count: int) -> list[str]:
+    """Users registered through the LB; their JWTs (the session cookie's value)."""
+    tokens = []
+    with httpx.Client(base_url=lb_url, verify=verify, headers={"Origin": lb_url}) as http:
+        for i in range(count):
+            name = f"bench{i}_{os.urandom(4).hex()}"
+            response = http.post(
+                "/api/v1/auth/register",
+                json={
+                    "username": name,
+                    "email": f"{name}@bench.local",
+                    "fullName": "Bench",
+                    "password": "Bench1234x",
+                },
+            )
+            assert response.status_code == 201, response.text
+            tokens.append(response.cookies["echobase_token"])
+    return tokens
+
+
+def first_user(creds: DatabaseCredentials) -> int:
+    conn = app_connection(creds)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT MIN(id) FROM users")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
 
 
 def rss_mib(pids: dict[str, int]) -> dict[str, float]:

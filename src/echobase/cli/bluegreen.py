@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from echobase.cli.durable import HomeOpt, JsonOpt, checked_env, load_stack, preflight_ports
@@ -189,7 +190,8 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
         typer.echo(json.dumps({"env": env, "live": live, "colours": colours}))
         return
     table = Table(title=f"{env}: live colour {live if live is not None else 'unknown'}")
-    for column in ("colour", "release", "service", "state", "pid", "port", "health", "queue"):
+    columns = ("colour", "release", "service", "state", "pid", "port", "health", "queue", "problem")
+    for column in columns:
         table.add_column(column)
     for entry in colours:
         mark = f"{entry['colour']}{' (live)' if entry['live'] else ''}"
@@ -204,9 +206,14 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
                 str(service["pid"] or "-"),
                 str(service["port"]),
                 "[green]healthy[/green]" if service["healthy"] else "[red]unhealthy[/red]",
-                str(entry["queueDepth"]) if index == 0 else "",
+                _queue_cell(entry["queueDepth"]) if index == 0 else "",
+                "" if service["healthy"] else escape(service["detail"]),
             )
     Console().print(table)
+
+
+def _queue_cell(depth: int | None) -> str:
+    return "[red]unknown: queue server down[/red]" if depth is None else str(depth)
 
 
 def show_history(

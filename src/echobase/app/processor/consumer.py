@@ -51,6 +51,7 @@ class OrderConsumer:
         self.last_poll_at: float | None = None  # wall clock, for humans
         self.last_poll_monotonic: float | None = None
         self.database_down = False
+        self.queue_error: str | None = None  # why the last receive failed, until one works
         self._stopping = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------------
@@ -68,6 +69,7 @@ class OrderConsumer:
             self.last_poll_monotonic is not None
             and time.monotonic() - self.last_poll_monotonic <= window
             and not self.database_down
+            and self.queue_error is None
         )
 
     async def run(self) -> None:
@@ -79,12 +81,14 @@ class OrderConsumer:
                 messages = await self._receive(wait_time)
             except Exception as exc:
                 log.warning("receive failed", error=type(exc).__name__)
+                self.queue_error = type(exc).__name__
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.max_backoff_seconds)
                 continue
             if messages is None:  # stopped while waiting
                 break
             backoff = 0.5
+            self.queue_error = None
             wait_time = self.settings.wait_time_seconds
             self.last_poll_at, self.last_poll_monotonic = time.time(), time.monotonic()
             if messages:

@@ -79,6 +79,8 @@ def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
             "processedCount": consumer.processed,
             "deadLetteredCount": consumer.dead_lettered,
             "databaseAvailable": not consumer.database_down,
+            "queueAvailable": consumer.queue_error is None,
+            "queueError": consumer.queue_error,
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 

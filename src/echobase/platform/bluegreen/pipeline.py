@@ -114,7 +114,7 @@ class BlueGreen:
         if plan is None:
             return [f"no release of {colour} is recorded against {self.env}"]
         return [
-            f"{service.name} ({service.state.lower()}, not answering healthy)"
+            f"{service.name} ({service.state.lower()}, {service.detail or 'not answering healthy'})"
             if service.state in (*LIVE_STATES, "PUBLISHED")
             else f"{service.name} ({service.state.lower()})"
             for service in self.colour(colour).health(plan)

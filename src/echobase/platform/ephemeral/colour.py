@@ -3,8 +3,11 @@ and stop it. The live colour is never touched from here: callers decide which co
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,42 @@ class ServiceHealth:
     pid: int | None
     port: int
     healthy: bool
+    detail: str = ""  # what is wrong, when it is not healthy
+
+
+def probe_health(url: str) -> tuple[bool, str]:
+    """Ask a service's /health: healthy or not, and in a few words what its answer says is
+    wrong (the failing checks), so that status and refusals can name the cause."""
+    try:
+        # Past the gateway's own 3 s budget for probing its dependencies.
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+            return response.status == 200, ""
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read() or b"{}")
+        except ValueError:
+            body = {}
+        return False, _what_is_wrong(body) or f"/health answered {exc.code}"
+    except OSError as exc:
+        return False, f"/health not answering ({type(exc).__name__})"
+
+
+def _what_is_wrong(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    checks = body.get("checks")
+    if isinstance(checks, dict):  # the gateway's dependency checks
+        return "; ".join(
+            str(check.get("message", name))
+            for name, check in checks.items()
+            if isinstance(check, dict) and check.get("status") != "healthy"
+        )
+    problems = []  # the processor's own account
+    if body.get("queueError"):
+        problems.append(f"queue unreachable ({body['queueError']})")
+    if body.get("databaseAvailable") is False:
+        problems.append("database unavailable")
+    return "; ".join(problems)
 
 
 @dataclass(frozen=True)
@@ -117,11 +156,17 @@ class ColourRuntime:
         for service in plan.services:
             info = self.supervisor.info(service.name) if up else None
             state = info.state if info else "ABSENT"
-            ok = 0 if service.role == "sqs" else 200
-            healthy = state in LIVE_STATES and http_answers(plan.health_url(service.role), ok)
+            healthy, detail = False, ""
+            if state not in LIVE_STATES:
+                pass  # the state says it
+            elif service.role == "sqs":
+                healthy = http_answers(plan.health_url("sqs"))
+                detail = "" if healthy else f"not answering on port {service.port}"
+            else:
+                healthy, detail = probe_health(plan.health_url(service.role))
             pid = info.pid if info and info.pid else None
             report.append(
-                ServiceHealth(service.name, service.role, state, pid, service.port, healthy)
+                ServiceHealth(service.name, service.role, state, pid, service.port, healthy, detail)
             )
         if plan.bundle is not None:
             report.append(self._app_health(plan, plan.bundle))
