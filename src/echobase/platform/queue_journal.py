@@ -165,8 +165,10 @@ def upd_entry(message: Any) -> dict[str, Any]:
 class QueueJournal:
     """The journal of one queue server: its state on disk and the shadow kept with it."""
 
-    def __init__(self, state_dir: Path, compact_at: int = 64 << 20) -> None:
+    def __init__(self, state_dir: Path, by_receipt: Any, compact_at: int = 64 << 20) -> None:
         self.journal = Journal(state_dir, LABEL, JOURNAL_FILE, KEY_FILE)
+        # aws_emulator's index: a message by any receipt handle it was given.
+        self.by_receipt = by_receipt
         self.state = QueueState()
         # Held while moto's state changes and the entry saying so is submitted: the shadow
         # and the journal's order then match moto's, and a snapshot sees no half-change.
@@ -287,45 +289,38 @@ def _hook_mark_received(original: Callable[..., Any]) -> Callable[..., Any]:
     return mark_received
 
 
-def _hook_visibility(by_receipt: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    @_recording
-    def hook(original: Callable[..., Any]) -> Callable[..., Any]:
-        def change_message_visibility(
-            self: Any, queue_name: str, receipt_handle: str, visibility_timeout: int
-        ) -> None:
-            assert _active is not None
-            with _active.lock:
-                original(self, queue_name, receipt_handle, visibility_timeout)
-                message = by_receipt.get(receipt_handle)
-                if message is not None:
-                    _active.record(upd_entry(message))
+@_recording
+def _hook_visibility(original: Callable[..., Any]) -> Callable[..., Any]:
+    def change_message_visibility(
+        self: Any, queue_name: str, receipt_handle: str, visibility_timeout: int
+    ) -> None:
+        assert _active is not None
+        with _active.lock:
+            original(self, queue_name, receipt_handle, visibility_timeout)
+            message = _active.by_receipt.get(receipt_handle)
+            if message is not None:
+                _active.record(upd_entry(message))
 
-        return change_message_visibility
-
-    return hook
+    return change_message_visibility
 
 
-def _hook_delete(by_receipt: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    @_recording
-    def hook(original: Callable[..., Any]) -> Callable[..., Any]:
-        def delete_message(self: Any, receipt_handle: str) -> None:
-            assert _active is not None
-            with _active.lock:
-                already = receipt_handle in self.deleted_messages
-                message = by_receipt.get(receipt_handle)
-                original(self, receipt_handle)
-                if not already and message is not None:
-                    _active.record({"op": "del", "id": message.id})
+@_recording
+def _hook_delete(original: Callable[..., Any]) -> Callable[..., Any]:
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        assert _active is not None
+        with _active.lock:
+            already = receipt_handle in self.deleted_messages
+            message = _active.by_receipt.get(receipt_handle)
+            original(self, receipt_handle)
+            if not already and message is not None:
+                _active.record({"op": "del", "id": message.id})
 
-        return delete_message
-
-    return hook
+    return delete_message
 
 
-def install_hooks(by_receipt: Any) -> None:
-    """Wrap moto's SQS (already patched by aws_emulator.patch_sqs, whose receipt index
-    ``by_receipt`` finds a message by any handle it was given) so that every change is
-    recorded. Once per process."""
+def install_hooks() -> None:
+    """Wrap moto's SQS (already patched by aws_emulator.patch_sqs) so that every change is
+    recorded while a journal is active. Once per process."""
     from moto.sqs import models
 
     backend: Any = models.SQSBackend
@@ -333,12 +328,10 @@ def install_hooks(by_receipt: Any) -> None:
         return
     for name in CALLS:
         setattr(backend, name, _hook_call(getattr(backend, name)))
-    backend.change_message_visibility = _hook_visibility(by_receipt)(
-        backend.change_message_visibility
-    )
+    backend.change_message_visibility = _hook_visibility(backend.change_message_visibility)
     queue: Any = models.Queue
     queue.add_message = _hook_add_message(queue.add_message)
-    queue.delete_message = _hook_delete(by_receipt)(queue.delete_message)
+    queue.delete_message = _hook_delete(queue.delete_message)
     message: Any = models.Message
     message.mark_received = _hook_mark_received(message.mark_received)
     backend._echobase_journaled = True
@@ -378,8 +371,8 @@ def open_queues(state_dir: Path, by_receipt: Any, compact_at: int = 64 << 20) ->
     """Replay ``state_dir``'s journal into moto and record from now on. Raises JournalError
     (naming the file) when the journal cannot be read: never starts empty in silence."""
     global _active
-    install_hooks(by_receipt)
-    journal = QueueJournal(state_dir, compact_at)
+    install_hooks()
+    journal = QueueJournal(state_dir, by_receipt, compact_at)
     _active = journal
     count = journal.start(lambda state: restore_into_moto(state, by_receipt))
     log.info("queue journal %s: %d message(s) restored", journal.journal.path, count)

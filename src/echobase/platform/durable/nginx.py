@@ -27,7 +27,7 @@ from pathlib import Path
 
 import bcrypt
 
-from echobase.platform.runtime.files import write_private
+from echobase.platform.runtime.files import fsync_path, write_private
 
 COLOURS = ("blue", "green")
 NO_COLOUR = "none"
@@ -706,7 +706,7 @@ def apply_text(spec: LoadBalancerSpec, text: str, reload: Callable[[], None]) ->
         new = spec.new_config_path
         write_private(new, text)
         try:
-            _fsync_file(new)
+            fsync_path(new)
             result = subprocess.run(
                 check_command(spec, new), capture_output=True, text=True, timeout=60, check=False
             )
@@ -728,14 +728,6 @@ def _locked(spec: LoadBalancerSpec) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 

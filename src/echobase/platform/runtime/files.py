@@ -30,3 +30,12 @@ def write_private_if_changed(path: Path, content: str) -> bool:
         return False
     write_private(path, content)
     return True
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to the disk: what a power cut keeps."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

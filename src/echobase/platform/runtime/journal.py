@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from echobase.platform.runtime.files import write_private
+from echobase.platform.runtime.files import fsync_path, write_private
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +41,13 @@ class JournalError(RuntimeError):
     """The journal cannot be used; the message names the file and never holds an entry."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _load_or_create_key(path: Path, journal: Path) -> bytes:
     if not path.exists():
         if journal.exists() and journal.stat().st_size > 0:
             # A new key could never read the old entries: say so instead of line 1 failing.
             raise JournalError(f"{journal} exists but its key {path} is missing")
         write_private(path, base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        fsync_path(path)  # before any entry it seals can be on disk
     try:
         key = base64.b64decode(path.read_text().strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -78,7 +71,7 @@ class Journal:
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         os.chmod(self.path, 0o600)
         # The new key's and journal's directory entries must outlive a power cut too.
-        _fsync_dir(state_dir)
+        fsync_path(state_dir)
         self._lines = 0  # set by read(), which must come before the first append
 
     def _aad(self, line_number: int) -> bytes:
@@ -155,7 +148,7 @@ class Journal:
         finally:
             os.close(fd)
         os.replace(temporary, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
         self._lines = len(entries)
 
     def size(self) -> int:
