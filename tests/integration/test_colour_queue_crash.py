@@ -163,3 +163,32 @@ def test_a_stopped_queue_server_is_named_and_its_colour_refused(bg: BlueGreenSys
     wait_for(lambda: status(bg, "blue")["healthy"], 60, "blue healthy again")
     bg.system.ok("switch", "blue")
     bg.system.ok("rollback")
+
+
+def test_a_journal_it_cannot_read_keeps_the_queue_server_down_and_says_why(
+    bg: BlueGreenSystem,
+) -> None:
+    """Never an empty queue in silence: the server refuses, and status shows its reason."""
+    supervisor = supervisor_for(bg.system.home)
+    supervisor.stop("echobase-blue-sqs")
+    journal = bg.system.stack.ephemeral_dir("blue") / "sqs" / "journal"
+    good = journal.read_bytes()
+    lines = good.split(b"\n")
+    lines[0] = lines[0][:-6] + b"AAAAAA"
+    journal.write_bytes(b"\n".join(lines))
+    try:
+        supervisor.start("echobase-blue-sqs", wait=False)
+
+        def refused() -> bool:
+            sqs = {s["role"]: s for s in status(bg, "blue")["services"]}["sqs"]
+            return sqs["state"] in ("BACKOFF", "FATAL") and "line 1 is corrupt" in sqs["detail"]
+
+        wait_for(refused, 60, "status naming the corrupt journal")
+        sqs = {s["role"]: s for s in status(bg, "blue")["services"]}["sqs"]
+        assert str(journal) in sqs["detail"], sqs
+        assert journal.read_bytes() != good  # left as found, for the operator to look at
+    finally:
+        supervisor.stop("echobase-blue-sqs")
+        journal.write_bytes(good)
+        supervisor.start("echobase-blue-sqs")
+    wait_for(lambda: status(bg, "blue")["healthy"], 60, "blue healthy again")

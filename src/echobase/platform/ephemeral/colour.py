@@ -157,8 +157,10 @@ class ColourRuntime:
             info = self.supervisor.info(service.name) if up else None
             state = info.state if info else "ABSENT"
             healthy, detail = False, ""
-            if state not in LIVE_STATES:
-                pass  # the state says it
+            if state in ("FATAL", "BACKOFF", "EXITED"):
+                detail = self._last_words(service.name)  # why it would not start
+            elif state not in LIVE_STATES:
+                pass  # stopped or absent: the state says it
             elif service.role == "sqs":
                 healthy = http_answers(plan.health_url("sqs"))
                 detail = "" if healthy else f"not answering on port {service.port}"
@@ -171,6 +173,11 @@ class ColourRuntime:
         if plan.bundle is not None:
             report.append(self._app_health(plan, plan.bundle))
         return report
+
+    def _last_words(self, name: str) -> str:
+        """The last line the program wrote (a refusal to start names its cause there)."""
+        lines = [line for line in self.supervisor.tail(name, 2000).splitlines() if line.strip()]
+        return lines[-1].strip()[:300] if lines else ""
 
     def _app_health(self, plan: ColourPlan, bundle: Path) -> ServiceHealth:
         """The colour's browser app: no process of its own, nginx serves the release's
