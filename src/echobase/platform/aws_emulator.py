@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import Any
 
 from echobase.platform.queue_journal import CALLS as JOURNALED_CALLS
+from echobase.platform.queue_journal import COMPACT_AT
 
 # The moto series whose internals the patch below was checked against; pyproject.toml pins
 # moto[server] to the same range.
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-p", "--port", type=int, default=5000)  # moto's default
     parser.add_argument("--state-dir", type=Path, help="keep the queues in this directory")
     parser.add_argument(
-        "--compact-at", type=int, default=64 << 20, help="compact the journal past these bytes"
+        "--compact-at", type=int, default=COMPACT_AT, help="compact the journal past these bytes"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

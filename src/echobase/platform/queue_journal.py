@@ -78,6 +78,10 @@ _MESSAGE_FIELDS = {
     "seq": "sequence_number",
     "sender": "sender_id",
 }
+# Replay reads ~40 MiB/s of journal (60,000 orders' put, receive and delete: 70 MiB in
+# 1.7 s): past 32 MiB the journal is rewritten as the live state, so a restart stays under
+# a second of replay.
+COMPACT_AT = 32 << 20
 # How long a request may wait for its fsync before the server gives up on the disk.
 DURABLE_WAIT_SECONDS = 10.0
 
@@ -165,7 +169,7 @@ def upd_entry(message: Any) -> dict[str, Any]:
 class QueueJournal:
     """The journal of one queue server: its state on disk and the shadow kept with it."""
 
-    def __init__(self, state_dir: Path, by_receipt: Any, compact_at: int = 64 << 20) -> None:
+    def __init__(self, state_dir: Path, by_receipt: Any, compact_at: int = COMPACT_AT) -> None:
         self.journal = Journal(state_dir, LABEL, JOURNAL_FILE, KEY_FILE)
         # aws_emulator's index: a message by any receipt handle it was given.
         self.by_receipt = by_receipt
@@ -367,7 +371,7 @@ def restore_into_moto(state: QueueState, by_receipt: Any) -> None:
                 queue.pending_messages.add(message)
 
 
-def open_queues(state_dir: Path, by_receipt: Any, compact_at: int = 64 << 20) -> QueueJournal:
+def open_queues(state_dir: Path, by_receipt: Any, compact_at: int = COMPACT_AT) -> QueueJournal:
     """Replay ``state_dir``'s journal into moto and record from now on. Raises JournalError
     (naming the file) when the journal cannot be read: never starts empty in silence."""
     global _active
