@@ -171,7 +171,7 @@ def test_a_journal_it_cannot_read_keeps_the_queue_server_down_and_says_why(
     """Never an empty queue in silence: the server refuses, and status shows its reason."""
     supervisor = supervisor_for(bg.system.home)
     supervisor.stop("echobase-blue-sqs")
-    journal = bg.system.stack.ephemeral_dir("blue") / "sqs" / "journal"
+    journal = bg.system.stack.ephemeral_dir("blue") / "sqs" / "devlocal" / "journal"
     good = journal.read_bytes()
     lines = good.split(b"\n")
     lines[0] = lines[0][:-6] + b"AAAAAA"

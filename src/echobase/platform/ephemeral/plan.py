@@ -77,8 +77,10 @@ class ColourPlan:
 
     @property
     def queue_dir(self) -> Path:
-        """The queue server's journal: the colour's queues outlive its processes."""
-        return self.home / "sqs"
+        """The queue server's journal: the colour's queues outlive its processes. One per
+        environment: a colour moved to another environment must never hand the first
+        one's orders to the second one's database; they wait for its return instead."""
+        return self.home / "sqs" / self.env
 
     def origins(self) -> list[str]:
         """Where the browser app is served from: the LB (both names) and the direct port."""

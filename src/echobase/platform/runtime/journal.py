@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from echobase.platform.runtime.files import fsync_path, write_private
+from echobase.platform.runtime.files import fsync_path, private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Journal:
     """``state_dir/name``, sealed with the key in ``state_dir/key_name`` (made when missing)."""
 
     def __init__(self, state_dir: Path, label: str, name: str, key_name: str) -> None:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(state_dir)
         os.chmod(state_dir, 0o700)  # also tightens a directory made earlier by someone else
         self.path = state_dir / name
         self.key_path = state_dir / key_name
