@@ -90,7 +90,7 @@ def test_group_commit_shares_fsyncs_and_keeps_each_threads_order(tmp_path: Path)
         thread.start()
     for thread in threads:
         thread.join()
-    commit.stop()
+    commit.flush()
     entries = CountingJournal(tmp_path).read()
     assert len(entries) == 1600
     for thread in range(8):
@@ -125,7 +125,7 @@ def test_compaction_replaces_the_file_with_the_snapshot(tmp_path: Path) -> None:
             state.apply(entry)
             seq = commit.submit(entry)
         commit.wait(seq, timeout=10)
-    commit.stop()
+    commit.flush()
     assert commit.compactions > 0
     assert journal.size() < 4000
     again = QueueState()
