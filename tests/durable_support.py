@@ -95,16 +95,25 @@ class DurableSystem:
         env["_TYPER_STANDARD_TRACEBACK"] = "1"
         return env
 
-    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    def start_cli(self, *args: str) -> subprocess.Popen[str]:
+        """The CLI in the background, for tests that act while it runs (output piped)."""
+        return subprocess.Popen(
             [ECHOBASE, *args],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=self.env(),
             cwd=self.home,
-            timeout=timeout,
-            check=False,
         )
+
+    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        with self.start_cli(*args) as process:
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()  # by its pid; the with block then reaps it
+                raise
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
     def ok(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         result = self.cli(*args, timeout=timeout)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import textwrap
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -35,6 +37,26 @@ LEAKS = (
     "MariaDB",
     "orders_db",
 )
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it is true; a bound, not a guess: past it the test fails
+    naming ``what`` it waited for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def within_one_rate_window(window: int, needed: float) -> None:
+    """Rate-limit windows start at multiples of ``window`` seconds since the epoch: when fewer
+    than ``needed`` seconds of the current one are left, wait for the next, so that every
+    request a test makes counts in one window."""
+    left = window - time.time() % window
+    if left < needed:
+        time.sleep(left + 0.2)
 
 
 def receive_all(sqs: Any, queue_url: str, rounds: int = 5, **options: Any) -> list[dict]:

@@ -7,20 +7,32 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import threading
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
-from bluegreen_support import BlueGreenSystem, database, stored_orders
+from bluegreen_support import (
+    TEST_SERVICE_SETTINGS,
+    BlueGreenSystem,
+    database,
+    git,
+    second_commit,
+    stored_orders,
+)
+from echobase.app.core.config import GatewaySettings
 from echobase.platform.bluegreen.lock import deploy_lock
 from echobase.platform.bluegreen.pipeline import target_colour
 from echobase.platform.durable.mariadb import app_connection
+from echobase.platform.release import build_release
 from echobase.platform.runtime.services import supervisor_for
-from tests_support import revision_script
+from echobase.platform.stack import COLOURS
+from tests_support import revision_script, wait_until, within_one_rate_window
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -108,28 +120,145 @@ def test_second_deploy_goes_to_blue_with_the_other_release_and_rollback_returns(
     assert active(bg) == "blue"
 
 
-def test_lock_contention_fails_fast_naming_the_holder_and_lock_wait_waits(bg):
-    lock_dir = bg.system.plan("devlocal").home
-    with deploy_lock(lock_dir):
+def test_blue_and_green_count_one_rate_limit(bg):
+    """Both colours run here (different releases, blue live), each behind its own direct port
+    of the real load balancer: a client's requests count in one shared window whichever
+    colour answers, and the limit one colour reached refuses on the other."""
+    limit = int(TEST_SERVICE_SETTINGS["ECHOBASE_RATE_LIMIT_MAX"])
+    window = GatewaySettings.model_fields["rate_limit_window_seconds"].default
+    ports = bg.system.plan("devlocal").stack.ports.of("devlocal")
+    colours = {c: httpx.Client(base_url=f"http://127.0.0.1:{ports[f'lb_{c}']}") for c in COLOURS}
+
+    def ask(colour: str) -> httpx.Response:
+        r = colours[colour].get("/api/v1/products", timeout=10)
+        assert r.headers["x-served-by"] == colour
+        return r
+
+    within_one_rate_window(window, needed=10)
+    bg.system.query("devlocal", "DELETE FROM rate_limit_windows")
+    try:
+        answers = [ask(colour) for colour in ("blue", "green") * 3]
+        # Anonymous: counted before authentication refuses.
+        assert [r.status_code for r in answers] == [401] * 6
+        remaining = [int(r.headers["ratelimit-remaining"]) for r in answers]
+        assert remaining == list(range(limit - 1, limit - 7, -1))
+        # A client that has used all but two of the window: the last two go to either
+        # colour, and then both refuse.
+        bg.system.query("devlocal", "UPDATE rate_limit_windows SET hits = %s", [limit - 2])
+        last = [ask("green"), ask("blue")]
+        assert [r.status_code for r in last] == [401, 401]
+        assert [r.headers["ratelimit-remaining"] for r in last] == ["1", "0"]
+        for colour in ("blue", "green"):
+            refused = ask(colour)
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["ratelimit-remaining"] == "0"
+            assert 1 <= int(refused.headers["retry-after"]) <= window
+        rows = bg.system.query("devlocal", "SELECT bucket, hits FROM rate_limit_windows")
+        assert rows == [("ip:127.0.0.1", limit + 2)]
+    finally:
+        # The later deploys' smoke tests come from this address too.
+        bg.system.query("devlocal", "DELETE FROM rate_limit_windows")
+        for client in colours.values():
+            client.close()
+
+
+# A refused command does a second or two of work; waiting for a lock held for the whole
+# command would never end. Far between the two, and far above a busy machine's noise.
+FAIL_FAST_SECONDS = 15
+
+
+def deploy_lock_file(bg: BlueGreenSystem) -> Path:
+    return (bg.system.plan("devlocal").home / "deploy.lock").resolve()
+
+
+def opened(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open: a command waiting for the deploy lock
+    keeps the lock file open while it retries."""
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            if os.readlink(descriptor) == str(path):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@contextmanager
+def waiting_at_the_lock(
+    bg: BlueGreenSystem, *args: str
+) -> Iterator[tuple[subprocess.Popen[str], float]]:
+    """``echobase ARGS`` started while this test holds the deploy lock, once it is seen
+    waiting for it (and when that was); stopped by its pid if the test ends before it does."""
+    process = bg.system.start_cli(*args)
+    lock_file = deploy_lock_file(bg)
+    try:
+        wait_until(
+            lambda: process.poll() is not None or opened(process.pid, lock_file),
+            60,
+            f"echobase {' '.join(args)} to reach the deploy lock",
+        )
+        seen = time.monotonic()
+        if process.poll() is not None:
+            pytest.fail(f"exited without waiting at the lock: {process.communicate()[1]}")
+        yield process, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+@pytest.mark.parametrize("command", ["switch", "deploy"])
+def test_a_held_lock_refuses_at_once_naming_the_holder_and_changes_nothing(bg, command):
+    live = active(bg)
+    idle = target_colour(live)
+    supervisor = supervisor_for(bg.system.home)
+    idle_services = [service.name for service in bg.system.stack.colour_services(idle)]
+    idle_pids = {name: supervisor.info(name).pid for name in idle_services}
+    events = len(json.loads(bg.system.ok("history", "--json").stdout))
+    args = ["switch", idle] if command == "switch" else ["deploy", "--release", bg.release_a.id]
+    with deploy_lock(bg.system.plan("devlocal").home):
         started = time.monotonic()
-        refused = bg.system.cli("switch", "green")
-        assert time.monotonic() - started < 10
-        assert refused.returncode == 1
-        assert f"pid {os.getpid()}" in refused.stderr and "since" in refused.stderr
+        refused = bg.system.cli(*args)
+        assert time.monotonic() - started < FAIL_FAST_SECONDS
+    assert refused.returncode == 1, refused.stderr
+    assert f"pid {os.getpid()}" in refused.stderr and "since" in refused.stderr
+    assert "--lock-wait" in refused.stderr
+    assert active(bg) == live
+    assert {name: supervisor.info(name).pid for name in idle_services} == idle_pids
+    assert len(json.loads(bg.system.ok("history", "--json").stdout)) == events
+
+
+def test_lock_wait_gives_up_when_its_wait_is_over(bg):
+    live = active(bg)
+    wait = 3  # long enough to be seen waiting on a busy machine
+    args = ("switch", target_colour(live), "--lock-wait", str(wait))
+    with deploy_lock(bg.system.plan("devlocal").home):
+        started = time.monotonic()
+        with waiting_at_the_lock(bg, *args) as (process, _):
+            _, stderr = process.communicate(timeout=60)
+        gave_up_after = time.monotonic() - started
+    assert process.returncode == 1, stderr
+    assert f"pid {os.getpid()}" in stderr
+    assert gave_up_after >= wait  # the contract: never before the wait is over
+    assert active(bg) == live
+
+
+def test_lock_wait_proceeds_once_a_held_lock_is_released(bg):
     assert active(bg) == "blue"
-    held = threading.Event()
-
-    def hold_briefly() -> None:
-        with deploy_lock(lock_dir):
-            held.set()
-            time.sleep(1.5)
-
-    holder = threading.Thread(target=hold_briefly)
-    holder.start()
-    held.wait(5)
-    waited = bg.system.cli("switch", "green", "--lock-wait", "20")
-    holder.join()
-    assert waited.returncode == 0, waited.stderr
+    held = 3.0
+    with ExitStack() as holding:
+        holding.enter_context(deploy_lock(bg.system.plan("devlocal").home))
+        with waiting_at_the_lock(bg, "switch", "green", "--lock-wait", "60") as (process, since):
+            time.sleep(held)  # the holder's work, for which the switch must wait
+            assert process.poll() is None, "gave up on the lock with most of --lock-wait left"
+            holding.close()  # the holder is done
+            _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert time.monotonic() - since >= held
     assert active(bg) == "green"
 
 
@@ -152,14 +281,9 @@ def test_switch_refuses_an_absent_or_unhealthy_colour(bg):
 
 
 def test_a_failing_health_gate_never_switches_and_leaves_live_untouched(bg, tmp_path):
-    from bluegreen_support import second_commit
-    from echobase.platform.release import build_release
-
     source = second_commit(tmp_path)
     gateway_main = source / "src" / "echobase" / "app" / "gateway" / "__main__.py"
     gateway_main.write_text("raise SystemExit('this release cannot start')\n")
-    from bluegreen_support import git
-
     git(source, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam", "broken")
     broken, _ = build_release(bg.system.home, source, "HEAD")
     live_pid = supervisor_for(bg.system.home).info("echobase-green-api-gateway").pid
@@ -255,23 +379,50 @@ def test_teardown_refuses_while_a_colour_runs(bg):
     assert refused.returncode == 1 and "green" in refused.stderr
 
 
-def test_a_contracting_migration_is_refused_without_allow_contract(bg, tmp_path):
-    from bluegreen_support import git, second_commit
-    from echobase.platform.release import build_release
-
+@pytest.mark.parametrize(
+    ("name", "upgrade", "refusal"),
+    [
+        (
+            "drop_order_status",
+            'op.drop_column("orders", "order_status")',
+            "drops column orders.order_status",
+        ),
+        (
+            "rename_order_status",
+            """
+            op.alter_column(
+                "orders",
+                "order_status",
+                new_column_name="status",
+                existing_type=sa.String(20),
+                existing_nullable=False,
+                existing_server_default="pending",
+            )
+            """,
+            "renames column orders.order_status to status",
+        ),
+    ],
+    ids=["drop", "rename"],
+)
+def test_a_contracting_migration_is_refused_without_allow_contract(
+    bg, tmp_path, name, upgrade, refusal
+):
+    """A release built from a commit whose migration drops or renames a column the live
+    release reads and writes: the real deploy refuses before anything is applied."""
     source = second_commit(tmp_path)
     versions = source / "src" / "echobase" / "app" / "db" / "migrations" / "versions"
-    script = revision_script("drop_order_status", 'op.drop_column("orders", "order_status")')
-    (versions / "0002_drop_order_status.py").write_text(script)
+    (versions / f"0002_{name}.py").write_text(revision_script(name, upgrade))
     git(source, "add", "-A")
-    git(source, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "drop")
+    git(source, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", name)
     contracting, _ = build_release(bg.system.home, source, "HEAD")
     live = active(bg)
     refused = bg.system.cli("deploy", "--release", contracting.id)
     assert refused.returncode == 1
-    assert "orders.order_status" in refused.stderr and "--allow-contract" in refused.stderr
+    assert f"revision 0002 {refusal}, which the live release still uses" in refused.stderr
+    assert "--allow-contract" in refused.stderr
     assert active(bg) == live
     assert "order_status" in order_columns(bg)  # nothing was applied
+    assert bg.system.query("devlocal", "SELECT version_num FROM alembic_version") == [("0001",)]
 
 
 def order_columns(bg: BlueGreenSystem) -> list[str]:

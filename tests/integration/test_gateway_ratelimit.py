@@ -5,11 +5,12 @@ trusted proxies."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import httpx
 import pytest
+
+from tests_support import wait_until, within_one_rate_window
 
 WINDOW = 60
 LIMIT = 6
@@ -50,9 +51,7 @@ def lockout_pair(backing, gateway_factory):
 @pytest.fixture
 def fresh_window(backing):
     """Start with an empty rate-limit table and enough of the current window left to finish."""
-    left = WINDOW - time.time() % WINDOW
-    if left < 15:
-        time.sleep(left + 0.2)
+    within_one_rate_window(WINDOW, needed=15)
     backing.query("DELETE FROM rate_limit_windows")
 
 
@@ -256,18 +255,33 @@ def test_unknown_usernames_lock_the_same_way(lockout_pair):
     assert_locked(_login(b, ghost, "Wrong0Password"))
 
 
-def test_lock_expires_and_old_failures_decay(gateway_factory):
-    # A 2-second lockout (and decay window) stands in for the default 15 minutes.
-    gw = gateway_factory("gw-lock-short", ECHOBASE_LOGIN_LOCKOUT_SECONDS="2")
+def test_lock_expires_and_old_failures_decay(backing, gateway_factory):
+    # A 3-second lockout (and decay window) stands in for the default 15 minutes: short to
+    # wait out, long enough that five quick logins on a busy machine stay inside it.
+    lockout = 3
+    gw = gateway_factory("gw-lock-short", ECHOBASE_LOGIN_LOCKOUT_SECONDS=str(lockout))
     user = gw.new_user()
+
+    def past(column: str) -> bool:
+        """Whether the user's ``column`` lies that far in the past, by the database's clock:
+        the one the gateway decides by."""
+        rows = backing.query(
+            f"SELECT {column} <= UNIX_TIMESTAMP() FROM login_failures WHERE username = %s",
+            user.username.lower(),
+        )
+        return rows == [(1,)]
+
     for _ in range(5):
         assert _login(gw, user.username, "Wrong0Password").status_code == 401
     assert_locked(_login(gw, user.username, user.password))
-    time.sleep(3.2)
+    wait_until(lambda: past("locked_until"), lockout + 30, "the lock to expire")
     assert _login(gw, user.username, user.password).status_code == 200  # lock expired
     for _ in range(4):
         assert _login(gw, user.username, "Wrong0Password").status_code == 401
-    time.sleep(3.2)  # those four are older than the decay window now
+    # A failure counts on only while the last one is at most the window old.
+    wait_until(
+        lambda: past(f"last_failure_at + {lockout} + 1"), lockout + 30, "the failures to age"
+    )
     for _ in range(4):
         assert _login(gw, user.username, "Wrong0Password").status_code == 401
     # 8 failures in all, but never 5 within the window: not locked.

@@ -5,23 +5,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 
 import httpx
 import pytest
 
 from echobase.app.messages import build_order_message
-from tests_support import receive_all
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from tests_support import receive_all, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +41,12 @@ def order_message(user_id: int, **overrides: object) -> dict[str, object]:
     return message
 
 
-def send(sqs, queue_url: str, body: dict[str, object] | str) -> None:
-    sqs.send_message(
+def send(sqs, queue_url: str, body: dict[str, object] | str) -> str:
+    """Send one message; its MessageId, which the processor's log lines name."""
+    sent = sqs.send_message(
         QueueUrl=queue_url, MessageBody=body if isinstance(body, str) else json.dumps(body)
     )
+    return str(sent["MessageId"])
 
 
 def rows_for(backing, order_uid: str) -> list[tuple]:
@@ -139,24 +131,65 @@ def test_poison_message_goes_to_dlq_and_later_orders_still_land(backing, user_id
         backing.stack.stop("proc-poison")
 
 
-def test_unstorable_order_is_retried_then_dead_lettered_by_redrive(backing, user_id):
+def failed_receives(backing, name: str, message_id: str) -> int:
+    """How many times the processor ``name`` received ``message_id`` and could not store it:
+    it logs one line per such receive."""
+    log = backing.stack.home / "logs" / f"{name}.log"
+    count = 0
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # uvicorn's own lines are not JSON
+        if entry.get("event") == "order not stored; will retry":
+            count += entry.get("message_id") == message_id
+    return count
+
+
+def queue_depth(sqs, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight), read without receiving: a receive would count as one more."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def test_unstorable_order_is_dead_lettered_by_redrive_after_exactly_3_receives(backing, user_id):
     # Valid shape, but the user does not exist: the foreign key refuses it on every try.
-    queues = backing.new_queues(visibility_timeout=1)
+    # Two seconds of visibility keep at least four seconds between the second receive and
+    # the move (which the server makes at the receive after the third), ample to look.
+    queues = backing.new_queues(visibility_timeout=2)
     sqs = backing.stack.client("sqs")
     orphan = order_message(2_000_000_000)
     good = order_message(user_id)
-    send(sqs, queues.queue_url, orphan)
+    orphan_id = send(sqs, queues.queue_url, orphan)
     send(sqs, queues.queue_url, good)
     backing.start_processor("proc-redrive", queues)
     try:
         wait_until(lambda: rows_for(backing, good["orderId"]), 15, "the good order")
-        dead: list[dict] = []
         wait_until(
-            lambda: bool(dead.extend(dlq_bodies(sqs, queues.dlq_url)) or dead),
+            lambda: failed_receives(backing, "proc-redrive", orphan_id) >= 2,
             30,
-            "the orphan order in the DLQ",
+            "the processor's second failed receive of the orphan order",
         )
-        assert [json.loads(m["Body"])["orderId"] for m in dead] == [orphan["orderId"]]
+        assert failed_receives(backing, "proc-redrive", orphan_id) == 2
+        assert queue_depth(sqs, queues.dlq_url) == (0, 0), "dead-lettered after 2 receives"
+        wait_until(lambda: queue_depth(sqs, queues.dlq_url)[0] == 1, 30, "the orphan in the DLQ")
+        # maxReceiveCount is 3 (app/queues.py): not one receive more, not one fewer.
+        assert failed_receives(backing, "proc-redrive", orphan_id) == 3
+        assert queue_depth(sqs, queues.queue_url) == (0, 0)
+        dead = receive_all(
+            sqs, queues.dlq_url, AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=1
+        )
+        assert [m["MessageId"] for m in dead] == [orphan_id]
+        assert json.loads(dead[0]["Body"])["orderId"] == orphan["orderId"]
+        # The move keeps the message and its count (3 receives from the order queue); this
+        # receive from the DLQ is one more.
+        assert dead[0]["Attributes"]["ApproximateReceiveCount"] == "4"
         assert rows_for(backing, orphan["orderId"]) == []
     finally:
         backing.stack.stop("proc-redrive")
