@@ -17,7 +17,7 @@ from echobase.cli.durable import HomeOpt, JsonOpt, checked_env, load_stack, pref
 from echobase.platform.bluegreen import history
 from echobase.platform.bluegreen.lock import LockHeld
 from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
-from echobase.platform.bluegreen.recovery import RecoveryError, recover
+from echobase.platform.bluegreen.recovery import RecoveryError, recover, resume_colours
 from echobase.platform.durable.layer import DurableError, unsupervised
 from echobase.platform.release import (
     ReleaseError,
@@ -319,6 +319,7 @@ def up(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = False)
                     )
                 )
             bluegreen.durable.setup()
+            resume_colours(bluegreen)
             release = _build_working_tree(bluegreen, progress)
             outcome = bluegreen.up(release)
         except FAILURES as exc:

@@ -136,3 +136,19 @@ def recover(bluegreen: BlueGreen) -> RecoveryReport | None:
 
 def _pids(orphans: list[Orphan]) -> str:
     return ", ".join(str(pid) for orphan in orphans for pid in orphan.pids)
+
+
+def resume_colours(bluegreen: BlueGreen) -> list[str]:
+    """Start again each colour whose deploy is still on record (``down`` removes the record)
+    but that does not run healthy: after a reboot or a power cut every process is gone while
+    the record, nginx's live colour and the queue servers' data are not. Without this, ``up``
+    would deploy to the idle colour and leave the live one's queued orders unprocessed."""
+    resumed = []
+    for colour in COLOURS:
+        plan = bluegreen.running_plan(colour)
+        if plan is None or bluegreen.healthy(colour):
+            continue
+        bluegreen.progress(f"resuming {colour} ({plan.release_id})")
+        bluegreen.colour(colour).start(plan)
+        resumed.append(colour)
+    return resumed
