@@ -8,15 +8,23 @@ answers 500 or hangs, and the system recovers on its own (see chaos_support for 
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from echobase.platform import aws_emulator
+
 from .chaos_support import (
     ANSWER_LIMIT_SECONDS,
+    FULL,
+    KILLS,
     OUTAGE_SECONDS,
     OUTAGES,
     OUTCOMES,
+    QUEUED_ORDERS,
     REPEATS,
     RESTARTS,
     Chaos,
@@ -35,29 +43,68 @@ SCENARIOS: dict[str, tuple[Fault, int]] = {
     ),
     "restart the secrets store": (lambda chaos: chaos.restart("secrets"), RESTARTS),
     "restart nginx": (lambda chaos: chaos.restart("nginx"), RESTARTS),
+    "SIGKILL MariaDB": (Chaos.kill_mariadb, KILLS),
+    "SIGKILL the secrets store": (Chaos.kill_secrets, KILLS),
+    "SIGKILL nginx's master": (Chaos.kill_nginx, KILLS),
+    "SIGKILL Prometheus": (Chaos.kill_prometheus, KILLS),
+    "SIGKILL supervisord, then echobase up": (Chaos.kill_supervisord, KILLS),
+    f"SIGKILL the live queue server, {QUEUED_ORDERS}+ queued": (Chaos.kill_queue_server, KILLS),
+    "power loss, then echobase up": (Chaos.power_loss, KILLS),
 }
-# Only while nginx itself is down may a connection fail: nothing listens on the port.
-ALLOWED_ERRORS = {"restart nginx": {"ConnectError"}}
+# A connection may fail only while nothing listens on the LB's port: nginx restarting, or
+# the moment between the old workers leaving and the new master binding.
+ALLOWED_ERRORS = {
+    "restart nginx": {"ConnectError"},
+    "SIGKILL nginx's master": {"ConnectError"},
+    "SIGKILL supervisord, then echobase up": {"ConnectError"},
+    "power loss, then echobase up": {"ConnectError", "ReadError", "RemoteProtocolError"},
+}
 ANSWERS = {200, 201, 503}
+# A queue server that loses its queue on a crash loses acknowledged orders: these scenarios
+# prove the durable one (a journal), and say so when it is not there yet.
+NEEDS_DURABLE_QUEUES = {
+    f"SIGKILL the live queue server, {QUEUED_ORDERS}+ queued",
+    "power loss, then echobase up",
+}
+FULL_ONLY = {"power loss, then echobase up"}
+DATABASE_OUTAGES = ("MariaDB", "SIGKILL MariaDB")
+
+
+def durable_queues() -> bool:
+    """ECHOBASE_CHAOS_DURABLE_QUEUES=1/0 decides; otherwise, whether the queue server
+    module speaks of a journal (what the durable queue server is being built with)."""
+    forced = os.environ.get("ECHOBASE_CHAOS_DURABLE_QUEUES")
+    if forced is not None:
+        return forced == "1"
+    source = Path(inspect.getfile(aws_emulator)).read_text()
+    return "journal" in source.lower()
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_no_acknowledged_order_is_lost_or_doubled(chaos: Chaos, scenario: str) -> None:
+    if scenario in FULL_ONLY and not FULL:
+        pytest.skip("full form only (ECHOBASE_CHAOS=full)")
+    if scenario in NEEDS_DURABLE_QUEUES and not durable_queues():
+        pytest.skip("needs the durable (journaled) queue server: an in-memory one loses the queue")
     fault, count = SCENARIOS[scenario]
     outcome, load = chaos.run(scenario, lambda: fault(chaos), count)
     OUTCOMES.append(outcome)
     samples = load.samples()
 
     assert outcome.accepted >= 50, "too little load to mean anything"
-    assert outcome.lost == 0, f"{outcome.lost} acknowledged orders neither stored nor in a DLQ"
-    assert outcome.duplicates == 0
-    assert all(outcome.dead_lettered.values()), "a dead-lettered order without its reason"
+    # The books: none lost, none doubled, and no DLQ entry (every fault here is transient).
+    assert outcome.verdict.balanced, outcome.verdict.problems
     statuses = {s.status for s in samples if s.status is not None}
-    assert statuses <= ANSWERS, f"unexpected answers: {statuses - ANSWERS}"
+    odd = [
+        (s.method, s.path, s.status, s.served_by, round(s.started - samples[0].started, 2))
+        for s in samples
+        if s.status is not None and s.status not in ANSWERS
+    ]
+    assert statuses <= ANSWERS, f"unexpected answers: {odd[:10]}"
     errors = {s.error.split(":", 1)[0] for s in samples if s.error is not None}
     assert errors <= ALLOWED_ERRORS.get(scenario, set()), errors
     assert outcome.slowest_answer < ANSWER_LIMIT_SECONDS, "an answer hung"
-    if scenario.startswith("MariaDB"):
+    if scenario.startswith(DATABASE_OUTAGES):
         # Intake does not need the database: every order sent while it was down got a 201.
         during = [
             s
@@ -65,5 +112,6 @@ def test_no_acknowledged_order_is_lost_or_doubled(chaos: Chaos, scenario: str) -
             for begin, end in chaos.outages
             if s.method == "POST" and begin + 0.5 < s.started < end - 0.5
         ]
-        assert len(during) >= 20, "too few orders sent during the outage"
-        assert {s.status for s in during} == {201}, [s.status for s in during]
+        if scenario.startswith("MariaDB"):
+            assert len(during) >= 20, "too few orders sent during the outage"
+        assert {s.status for s in during} <= {201}, [s.status for s in during]
