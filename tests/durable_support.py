@@ -18,8 +18,10 @@ from typing import Any
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform.durable import credentials
+from echobase.platform.durable.layer import unsupervised
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.runtime.orphans import kill_orphans
 from echobase.platform.runtime.processes import free_ports
 from echobase.platform.stack import (
     ENVIRONMENTS,
@@ -95,7 +97,7 @@ class DurableSystem:
         env["_TYPER_STANDARD_TRACEBACK"] = "1"
         return env
 
-    def start_cli(self, *args: str) -> subprocess.Popen[str]:
+    def start_cli(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
         """The CLI in the background, for tests that act while it runs (output piped)."""
         return subprocess.Popen(
             [ECHOBASE, *args],
@@ -103,11 +105,13 @@ class DurableSystem:
             stderr=subprocess.PIPE,
             text=True,
             env=self.env(),
-            cwd=self.home,
+            cwd=cwd or self.home,
         )
 
-    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        with self.start_cli(*args) as process:
+    def cli(
+        self, *args: str, timeout: float = 240, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        with self.start_cli(*args, cwd=cwd) as process:
             try:
                 stdout, stderr = process.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -115,8 +119,10 @@ class DurableSystem:
                 raise
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
-    def ok(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        result = self.cli(*args, timeout=timeout)
+    def ok(
+        self, *args: str, timeout: float = 240, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = self.cli(*args, timeout=timeout, cwd=cwd)
         assert result.returncode == 0, f"{args}: {result.returncode}\n{result.stderr[-4000:]}"
         return result
 
@@ -164,5 +170,8 @@ class DurableSystem:
                 time.sleep(0.2)
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        # What a SIGKILLed supervisord left running (a chaos scenario that failed before its
+        # recovery): found by pid through the product's own lookup, killed by process group.
+        kill_orphans(unsupervised(self.stack))
         subprocess.run(["chmod", "-R", "u+w", str(self.home)], check=False)  # releases are r/o
         shutil.rmtree(self.home, ignore_errors=True)

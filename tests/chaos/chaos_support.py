@@ -29,15 +29,19 @@ from typing import Any
 
 import httpx
 
-from bluegreen_support import BlueGreenSystem, stored_orders
+from bluegreen_support import REPO, BlueGreenSystem, stored_orders
 from durable_support import alive, children, cmdline
 from echobase.platform.durable.credentials import aws_client
+from echobase.platform.durable.layer import unsupervised
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.ephemeral.plan import GATEWAY_WORKERS, ColourPlan, other_colour
+from echobase.platform.runtime.orphans import group_members
 from echobase.platform.runtime.services import supervisor_for
 from echobase.platform.runtime.supervisor import Supervisor
 from load_support import LoadUser, Sample
 from tests_support import receive_all
+
+from .books import Books, Verdict, balance
 
 ENV = "devlocal"
 OUTCOMES: list[Outcome] = []  # for the table at the end of the run
@@ -57,6 +61,8 @@ SETTLE_LIMIT_SECONDS = 75.0
 # The gateway's own budget for an answer; the client gives up later than that.
 ANSWER_LIMIT_SECONDS = 10.0
 CLIENT_TIMEOUT_SECONDS = 20.0
+KILLS = 3 if FULL else 2  # faults per SIGKILL-a-durable-process scenario: switch + rollback
+QUEUED_ORDERS = 1000  # waiting in the live queue when its server is killed
 
 
 def answers(client: httpx.Client, url: str) -> bool:
@@ -68,33 +74,36 @@ def answers(client: httpx.Client, url: str) -> bool:
 
 @dataclass
 class Outcome:
-    """One scenario's books."""
+    """One scenario's books and their verdict (books.balance)."""
 
     scenario: str
     faults: int
-    accepted: int
-    stored: int
-    duplicates: int
-    lost: int
-    dead_lettered: dict[str, str]
-    stored_without_201: int
+    verdict: Verdict
+    dead_lettered: dict[str, str | None]
     failed: Counter[str]
     recovery_seconds: list[float]
     slowest_answer: float
     requests: int
     settle_seconds: float  # from the load's end until every accepted order was accounted for
+    notes: list[str] = field(default_factory=list)  # what the scenario measured besides
+
+    @property
+    def accepted(self) -> int:
+        return self.verdict.accepted
 
     def row(self) -> list[str]:
         failed = ", ".join(f"{why} {n}" for why, n in self.failed.most_common()) or "-"
+        v = self.verdict
         return [
             self.scenario,
             str(self.faults),
             str(self.requests),
-            str(self.accepted),
-            str(self.stored),
-            str(self.duplicates),
-            str(self.lost),
-            str(len(self.dead_lettered)),
+            str(v.accepted),
+            str(v.stored),
+            str(v.duplicates),
+            str(v.lost),
+            str(v.dlq),
+            str(v.expected_dlq),
             f"{sum(self.failed.values())} ({failed})",
             f"{max(self.recovery_seconds):.2f}",
             f"{self.slowest_answer:.2f}",
@@ -111,6 +120,7 @@ COLUMNS = [
     "duplicates",
     "lost",
     "in DLQ",
+    "DLQ expected",
     "failed requests",
     "recovery max s",
     "slowest answer s",
@@ -127,7 +137,12 @@ def render_table(outcomes: list[Outcome]) -> str:
     ]
     lines.insert(1, "-+-".join("-" * width for width in widths))
     mode = "full" if FULL else "short"
-    return f"chaos ({mode} form, seed {SEED}):\n" + "\n".join(lines)
+    notes = [f"  {o.scenario}: {note}" for o in outcomes for note in o.notes]
+    return (
+        f"chaos ({mode} form, seed {SEED}):\n"
+        + "\n".join(lines)
+        + ("\nnotes:\n" + "\n".join(notes) if notes else "")
+    )
 
 
 @dataclass
@@ -142,6 +157,9 @@ class Chaos:
         self.verify = ssl.create_default_context(cafile=str(self.lb.cert_file))
         self.probe = httpx.Client(timeout=2, verify=self.verify)
         self.outages: list[tuple[float, float]] = []  # (down, back up), monotonic
+        self.dlq_before: set[str] = set()  # DLQ entries from before the scenario
+        self.notes: list[str] = []
+        self.load: Load | None = None
 
     def close(self) -> None:
         self.probe.close()
@@ -252,10 +270,219 @@ class Chaos:
         assert self.live() == live, "the live colour changed across a restart"
         return recovery
 
+    def kill_durable(self, role: str, healthy: Callable[[], bool]) -> tuple[float, float]:
+        """SIGKILL a durable service's process (supervisor restarts it); returns (recovery,
+        seconds until ``healthy`` first held, i.e. the service itself answered again)."""
+        program = self.durable_program(role)
+        live = self.live()
+        victim = self.pid(program)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        answered: list[float] = []
+
+        def back() -> bool:
+            info = self.supervisor.info(program)
+            if info is None or info.pid in (None, victim) or not healthy():
+                return False
+            if not answered:
+                answered.append(time.monotonic() - killed)
+            return True
+
+        recovery = self.wait_whole(killed, back)
+        assert self.live() == live, "the live colour changed across a kill"
+        return recovery, answered[0]
+
+    def kill_mariadb(self) -> float:
+        """SIGKILL mariadbd under load: InnoDB crash recovery, with the key fetched again from
+        the secrets store by the launcher (encryption at rest)."""
+        log = self.durable.database.log_file
+        before = log.stat().st_size if log.exists() else 0
+        killed = time.monotonic()
+        recovery, answered = self.kill_durable("mariadb", self.database_answers)
+        self.outages.append((killed, killed + answered))
+        with log.open("rb") as handle:
+            handle.seek(before)
+            text = handle.read().decode(errors="replace")
+        # MariaDB 10.11 says "Starting crash recovery from checkpoint LSN=...": proof that
+        # the kill left work for the redo log, not a clean shutdown.
+        crash = [line.split("] ", 1)[-1] for line in text.splitlines() if "crash recovery" in line]
+        assert crash, f"no InnoDB crash recovery in {log} after the kill:\n{text[-2000:]}"
+        self.notes.append(f"database answered {answered:.2f} s after the kill; {crash[0]}")
+        return recovery
+
+    def database_answers(self) -> bool:
+        try:
+            self.bg.system.query(ENV, "SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def kill_secrets(self) -> float:
+        """SIGKILL the secrets store while a writer keeps changing a secret: every write it
+        acknowledged before the kill must be in the journal it replays."""
+        writer = SecretWriter(self.bg.system.secrets_client(ENV))
+        writer.start()
+        try:
+            assert writer.wait_writes(20), "the secret writer made no progress"
+            client = self.bg.system.secrets_client(ENV)
+            recovery, answered = self.kill_durable(
+                "secrets", lambda: answers(self.probe, f"{self.durable.secrets_url}/moto-api/")
+            )
+            acknowledged = writer.pause()
+            value = int(client.get_secret_value(SecretId=SecretWriter.NAME)["SecretString"])
+            # The write in flight at the kill may or may not have reached the journal;
+            # nothing acknowledged may be missing.
+            assert value >= acknowledged, f"journal lost writes: {value} < {acknowledged}"
+            assert self.bg.system.secret_values(ENV), "the durable secrets are gone"
+            self.notes.append(
+                f"store answered {answered:.2f} s after the kill; {acknowledged} writes "
+                f"acknowledged, {value} replayed"
+            )
+        finally:
+            writer.stop()
+        return recovery
+
+    def kill_nginx(self) -> float:
+        """SIGKILL nginx's master only: its workers live on, holding the ports (what a crash
+        of the master leaves); the launcher must retire them before the new master binds."""
+        program = self.durable_program("nginx")
+        master = self.pid(program)
+        workers = children(master)
+        recovery, answered = self.kill_durable(
+            "nginx",
+            lambda: (
+                not any(alive(pid) for pid in workers)
+                and answers(self.probe, f"{self.durable.lb_url}/health")
+            ),
+        )
+        self.notes.append(f"old workers gone and LB answering {answered:.2f} s after the kill")
+        return recovery
+
+    def kill_prometheus(self) -> float:
+        ready = self.durable.prometheus.ready_url
+        recovery, answered = self.kill_durable("prometheus", lambda: answers(self.probe, ready))
+        self.notes.append(f"Prometheus ready {answered:.2f} s after the kill (WAL replayed)")
+        return recovery
+
+    def source_of_live(self) -> Path:
+        """The checkout a user would run `echobase up` from: the one the live colour runs,
+        so that up recovers and finds nothing to deploy."""
+        release = (self.durable.stack.ephemeral_dir(self.live()) / "release").read_text().strip()
+        return REPO if release == self.bg.release_a.id else self.bg.workdir / "src-b"
+
+    def kill_supervisord(self) -> float:
+        """SIGKILL supervisord under load; traffic must keep flowing through the orphans;
+        then `echobase up`, and every program must run under the new supervisord."""
+        old = self.supervisor.daemon_pid()
+        assert old is not None
+        before = {info.name: info.pid for info in self.supervisor.all_info()}
+        os.kill(old, signal.SIGKILL)
+        killed = time.monotonic()
+        assert self.load is not None
+        accepted = len(self.load.accepted())
+        deadline = killed + 30
+        while len(self.load.accepted()) < accepted + 50:  # traffic flows, unsupervised
+            assert time.monotonic() < deadline, "no orders accepted after supervisord died"
+            time.sleep(0.05)
+        orphans = unsupervised(self.durable.stack)
+        assert {o.program for o in orphans} == set(before), orphans
+        flowing = time.monotonic() - killed
+        unsupervised_orders = len(self.load.accepted()) - accepted
+        began = time.monotonic()
+        result = self.bg.system.ok("up", cwd=self.source_of_live(), timeout=300)
+        print(f"echobase up after SIGKILL supervisord:\n{result.stderr}")  # with -s: each step
+        assert "recovered:" in result.stderr and "already up to date" in result.stderr, (
+            result.stderr[-3000:]
+        )
+        up_seconds = time.monotonic() - began
+        new = self.supervisor.daemon_pid()
+        assert new not in (None, old)
+        after = {info.name: info for info in self.supervisor.all_info()}
+        assert set(after) == set(before)
+        for name, info in after.items():
+            assert info.state == "RUNNING" and info.pid != before[name], (name, info)
+        assert unsupervised(self.durable.stack) == []
+        recovery = self.wait_whole(began)
+        self.notes.append(
+            f"{unsupervised_orders} orders accepted in the {flowing:.1f} s "
+            f"unsupervised before `echobase up`; up took {up_seconds:.1f} s"
+        )
+        return recovery
+
+    def kill_queue_server(self) -> float:
+        """With the live processor stopped (SIGSTOP) until over QUEUED_ORDERS orders wait in
+        the queue, SIGKILL the live colour's queue server, then let the processor go on.
+        Needs a queue server that keeps its queue across a crash (a journal)."""
+        colour = self.live()
+        plan = self.colour(colour)
+        processor = self.pid(self.colour_program(colour, "order-processor"))
+        program = self.colour_program(colour, "sqs")
+        victim = self.pid(program)
+        os.kill(processor, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 180
+            while self.queue_depth(colour) <= QUEUED_ORDERS:
+                assert time.monotonic() < deadline, "the queue did not fill"
+                time.sleep(0.2)
+            queued = self.queue_depth(colour)
+            os.kill(victim, signal.SIGKILL)
+            killed = time.monotonic()
+        finally:
+            os.kill(processor, signal.SIGCONT)
+        assert self.load is not None
+
+        def served() -> bool:
+            assert self.load is not None
+            return any(
+                s.status == 201 and s.started + s.seconds > killed for s in self.load.samples()
+            )
+
+        first_201 = wait_for(served, RECOVERY_LIMIT_SECONDS) - killed
+        recovery = self.wait_whole(
+            killed,
+            lambda: self.pid(program) != victim and answers(self.probe, plan.health_url("sqs")),
+        )
+        self.notes.append(
+            f"{queued} queued at the kill; first 201 through the LB {first_201:.2f} s after "
+            f"it, colour whole after {recovery:.2f} s"
+        )
+        return recovery
+
+    def power_loss(self) -> float:
+        """Every process of the system at once: supervisord and every program's process
+        group, stopped first (SIGSTOP) so none reacts to another's death, then SIGKILLed.
+        Then `echobase up`."""
+        daemon = self.supervisor.daemon_pid()
+        assert daemon is not None
+        groups = [info.pid for info in self.supervisor.all_info() if info.pid]
+        victims = [daemon, *(pid for group in groups for pid in group_members(group))]
+        for pid in victims:
+            os.kill(pid, signal.SIGSTOP)
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: not any(alive(pid) for pid in victims), 30)
+        result = self.bg.system.ok("up", cwd=self.source_of_live(), timeout=300)
+        assert "already up to date" in result.stderr, result.stderr[-3000:]
+        recovery = self.wait_whole(killed)
+        self.notes.append(f"{len(victims)} processes killed; whole again {recovery:.1f} s later")
+        return recovery
+
+    def queue_depth(self, colour: str) -> int:
+        attributes = self.sqs(colour).get_queue_attributes(
+            QueueUrl=self.colour(colour).queues.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
+
     # --- the scenario -------------------------------------------------------------------
 
     def run(self, name: str, fault: Callable[[], float], count: int) -> tuple[Outcome, Load]:
+        self.dlq_before = set(self.dead_lettered())
+        self.notes = []
+        self.outages.clear()
         load = Load.start(self)
+        self.load = load
         recoveries: list[float] = []
         try:
             time.sleep(1.0)
@@ -284,29 +511,30 @@ class Chaos:
             if (settled and self.queues_empty()) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        rows = rows_per_order(self.bg, load.usernames())
         samples = load.samples()
         failed = Counter(failure(s) for s in samples if failure(s) is not None)
-        # A POST that failed on the way back (a worker killed after its send) may still be
-        # stored, without a 201. More such orders than failed POSTs would mean a request
-        # was carried out twice (the client's one resend, say): duplicates.
-        unanswered = sum(s.method == "POST" and s.status != 201 for s in samples)
-        extra = len(set(rows) - set(uids))
         answered = [s.seconds for s in samples if s.status is not None]
+        # Every entry that reached a DLQ during the scenario, ours or not: an order whose
+        # POST got no 201 counts as much as an acknowledged one.
+        new_dead = {key: why for key, why in dead.items() if key not in self.dlq_before}
+        books = Books(
+            accepted=uids,
+            rows=rows_per_order(self.bg, load.usernames()),
+            dead_lettered=new_dead,
+            unanswered_posts=sum(s.method == "POST" and s.status != 201 for s in samples),
+            expected_dlq=0,  # every fault here is transient
+        )
         return Outcome(
             scenario=name,
             faults=faults,
-            accepted=len(uids),
-            stored=sum(uid in stored for uid in uids),
-            duplicates=sum(n - 1 for n in rows.values()) + max(0, extra - unanswered),
-            lost=sum(uid not in stored and uid not in dead for uid in uids),
-            dead_lettered={uid: dead[uid] for uid in uids if uid in dead},
-            stored_without_201=extra,
+            verdict=balance(books),
+            dead_lettered=new_dead,
             failed=failed,
             recovery_seconds=recoveries,
             slowest_answer=max(answered, default=0.0),
             requests=len(samples),
             settle_seconds=settle_seconds,
+            notes=self.notes,
         )
 
     def sqs(self, colour: str) -> Any:
@@ -326,9 +554,10 @@ class Chaos:
                 return False
         return True
 
-    def dead_lettered(self) -> dict[str, str]:
-        """Order id -> reason, for every order in either colour's DLQ (left in place)."""
-        found: dict[str, str] = {}
+    def dead_lettered(self) -> dict[str, str | None]:
+        """Order id -> the processor's FailureReason (None: moved by the redrive policy),
+        for every message in either colour's DLQ (left in place)."""
+        found: dict[str, str | None] = {}
         for colour in ("blue", "green"):
             sqs = self.sqs(colour)
             dlq = self.colour(colour).queues.dlq_url
@@ -336,12 +565,75 @@ class Chaos:
             got = receive_all(sqs, dlq, 20, VisibilityTimeout=2, MessageAttributeNames=["All"])
             for message in got:
                 reason = message.get("MessageAttributes", {}).get("FailureReason", {})
-                why = reason.get("StringValue") or "redrive: received too many times"
+                why = reason.get("StringValue")
                 try:
                     found[str(json.loads(message["Body"])["orderId"])] = why
                 except (ValueError, KeyError, TypeError):
                     found[message["MessageId"]] = why
         return found
+
+
+def wait_for(condition: Callable[[], bool], limit: float) -> float:
+    """Poll until ``condition`` holds; the monotonic time it first did."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {limit:.0f} s"
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+class SecretWriter:
+    """Changes one secret as fast as the store lets it, remembering the last value the
+    store acknowledged: the journal's promise is that none of those is lost."""
+
+    NAME = "echobase/chaos/journal-probe"
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.acknowledged = 0
+        self.writes = 0
+        self._paused = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-secret-writer")
+
+    def start(self) -> None:
+        try:
+            self.acknowledged = int(
+                self.client.get_secret_value(SecretId=self.NAME)["SecretString"]
+            )
+        except self.client.exceptions.ResourceNotFoundException:
+            self.client.create_secret(Name=self.NAME, SecretString="0")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._paused.is_set():
+                time.sleep(0.02)
+                continue
+            value = self.acknowledged + 1
+            try:
+                self.client.put_secret_value(SecretId=self.NAME, SecretString=str(value))
+            except Exception:  # the store is down: try again, it is what a client does
+                time.sleep(0.05)
+                continue
+            self.acknowledged = value
+            self.writes += 1
+
+    def wait_writes(self, count: int) -> bool:
+        deadline = time.monotonic() + 30
+        while self.writes < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.writes >= count
+
+    def pause(self) -> int:
+        """Stop writing (after the write in flight) and return the last acknowledged."""
+        self._paused.set()
+        time.sleep(0.2)  # let a write in flight finish or fail
+        return self.acknowledged
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 def failure(sample: Sample) -> str | None:

@@ -14,9 +14,12 @@ import pytest
 
 from .chaos_support import (
     ANSWER_LIMIT_SECONDS,
+    FULL,
+    KILLS,
     OUTAGE_SECONDS,
     OUTAGES,
     OUTCOMES,
+    QUEUED_ORDERS,
     REPEATS,
     RESTARTS,
     Chaos,
@@ -35,29 +38,50 @@ SCENARIOS: dict[str, tuple[Fault, int]] = {
     ),
     "restart the secrets store": (lambda chaos: chaos.restart("secrets"), RESTARTS),
     "restart nginx": (lambda chaos: chaos.restart("nginx"), RESTARTS),
+    "SIGKILL MariaDB": (Chaos.kill_mariadb, KILLS),
+    "SIGKILL the secrets store": (Chaos.kill_secrets, KILLS),
+    "SIGKILL nginx's master": (Chaos.kill_nginx, KILLS),
+    "SIGKILL Prometheus": (Chaos.kill_prometheus, KILLS),
+    "SIGKILL supervisord, then echobase up": (Chaos.kill_supervisord, KILLS),
+    f"SIGKILL the live queue server, {QUEUED_ORDERS}+ queued": (Chaos.kill_queue_server, KILLS),
+    "power loss, then echobase up": (Chaos.power_loss, KILLS),
 }
-# Only while nginx itself is down may a connection fail: nothing listens on the port.
-ALLOWED_ERRORS = {"restart nginx": {"ConnectError"}}
+# A connection may fail only while nothing listens on the LB's port: nginx restarting, or
+# the moment between the old workers leaving and the new master binding.
+ALLOWED_ERRORS = {
+    "restart nginx": {"ConnectError"},
+    "SIGKILL nginx's master": {"ConnectError"},
+    "SIGKILL supervisord, then echobase up": {"ConnectError"},
+    "power loss, then echobase up": {"ConnectError", "ReadError", "RemoteProtocolError"},
+}
 ANSWERS = {200, 201, 503}
+FULL_ONLY = {"power loss, then echobase up"}
+DATABASE_OUTAGES = ("MariaDB", "SIGKILL MariaDB")
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_no_acknowledged_order_is_lost_or_doubled(chaos: Chaos, scenario: str) -> None:
+    if scenario in FULL_ONLY and not FULL:
+        pytest.skip("full form only (ECHOBASE_CHAOS=full)")
     fault, count = SCENARIOS[scenario]
     outcome, load = chaos.run(scenario, lambda: fault(chaos), count)
     OUTCOMES.append(outcome)
     samples = load.samples()
 
     assert outcome.accepted >= 50, "too little load to mean anything"
-    assert outcome.lost == 0, f"{outcome.lost} acknowledged orders neither stored nor in a DLQ"
-    assert outcome.duplicates == 0
-    assert all(outcome.dead_lettered.values()), "a dead-lettered order without its reason"
+    # The books: none lost, none doubled, and no DLQ entry (every fault here is transient).
+    assert outcome.verdict.balanced, outcome.verdict.problems
     statuses = {s.status for s in samples if s.status is not None}
-    assert statuses <= ANSWERS, f"unexpected answers: {statuses - ANSWERS}"
+    odd = [
+        (s.method, s.path, s.status, s.served_by, round(s.started - samples[0].started, 2))
+        for s in samples
+        if s.status is not None and s.status not in ANSWERS
+    ]
+    assert statuses <= ANSWERS, f"unexpected answers: {odd[:10]}"
     errors = {s.error.split(":", 1)[0] for s in samples if s.error is not None}
     assert errors <= ALLOWED_ERRORS.get(scenario, set()), errors
     assert outcome.slowest_answer < ANSWER_LIMIT_SECONDS, "an answer hung"
-    if scenario.startswith("MariaDB"):
+    if scenario.startswith(DATABASE_OUTAGES):
         # Intake does not need the database: every order sent while it was down got a 201.
         during = [
             s
@@ -65,5 +89,6 @@ def test_no_acknowledged_order_is_lost_or_doubled(chaos: Chaos, scenario: str) -
             for begin, end in chaos.outages
             if s.method == "POST" and begin + 0.5 < s.started < end - 0.5
         ]
-        assert len(during) >= 20, "too few orders sent during the outage"
-        assert {s.status for s in during} == {201}, [s.status for s in during]
+        if scenario.startswith("MariaDB"):
+            assert len(during) >= 20, "too few orders sent during the outage"
+        assert {s.status for s in during} <= {201}, [s.status for s in during]

@@ -18,7 +18,8 @@ from echobase.cli.durable import HomeOpt, JsonOpt, checked_env, load_stack, pref
 from echobase.platform.bluegreen import history
 from echobase.platform.bluegreen.lock import LockHeld
 from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
-from echobase.platform.durable.layer import DurableError
+from echobase.platform.bluegreen.recovery import RecoveryError, recover, resume_colours
+from echobase.platform.durable.layer import DurableError, unsupervised
 from echobase.platform.release import (
     ReleaseError,
     build_release,
@@ -26,6 +27,7 @@ from echobase.platform.release import (
     load_release,
 )
 from echobase.platform.runtime.services import ServiceFailed
+from echobase.platform.runtime.supervisor import SupervisorError
 from echobase.platform.stack import COLOURS, StackConfigError, check_colour
 
 console = Console(stderr=True)
@@ -34,7 +36,16 @@ EnvOpt = Annotated[str, typer.Option("--env", help="Durable environment: devloca
 LockWaitOpt = Annotated[
     float, typer.Option("--lock-wait", help="Wait this long for another deploy's lock.")
 ]
-FAILURES = (DeployError, DurableError, ReleaseError, LockHeld, ServiceFailed, StackConfigError)
+FAILURES = (
+    DeployError,
+    DurableError,
+    ReleaseError,
+    LockHeld,
+    ServiceFailed,
+    StackConfigError,
+    RecoveryError,
+    SupervisorError,
+)
 
 
 def _bluegreen(env: str, home: Path | None) -> BlueGreen:
@@ -186,9 +197,26 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
                 "healthy": bool(services) and all(s.healthy for s in services),
             }
         )
+    orphans = unsupervised(bluegreen.stack)
     if as_json:
-        typer.echo(json.dumps({"env": env, "live": live, "colours": colours}))
+        unsupervised_programs = [{"program": o.program, "pids": list(o.pids)} for o in orphans]
+        typer.echo(
+            json.dumps(
+                {
+                    "env": env,
+                    "live": live,
+                    "colours": colours,
+                    "unsupervised": unsupervised_programs,
+                }
+            )
+        )
         return
+    if orphans:
+        console.print(
+            "[red]warning:[/red] these programs run without a supervisord (it died): "
+            + ", ".join(f"{o.program} (pids {', '.join(map(str, o.pids))})" for o in orphans)
+            + "; run `echobase up` to put them back under supervision"
+        )
     table = Table(title=f"{env}: live colour {live if live is not None else 'unknown'}")
     columns = ("colour", "release", "service", "state", "pid", "port", "health", "queue", "problem")
     for column in columns:
@@ -280,12 +308,25 @@ def up(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = False)
     """Everything from a fresh clone: the durable layer, a release of the working tree,
     deployed and live. Run again, it changes nothing."""
     bluegreen = _bluegreen(env, home)
-    preflight_ports(bluegreen.stack, env, as_json)
+    # Programs a dead supervisord left running are this system's own: up replaces them.
+    preflight_ports(bluegreen.stack, env, as_json, recovering=True)
     with console.status("bringing echobase up") as status:
         bluegreen.progress = progress = _progress(status)
         bluegreen.durable.progress = progress
         try:
+            recovered = recover(bluegreen)
+            if recovered is not None:
+                console.print(
+                    f"recovered: {len(recovered.replaced)} program(s) back under a new "
+                    f"supervisord in {recovered.seconds:.1f}s"
+                    + (
+                        " (production on the idle colour meanwhile)"
+                        if recovered.switched_away
+                        else ""
+                    )
+                )
             bluegreen.durable.setup()
+            resume_colours(bluegreen)
             release = _build_working_tree(bluegreen, progress)
             outcome = bluegreen.up(release)
         except FAILURES as exc:

@@ -14,7 +14,12 @@ from rich.table import Table
 
 from echobase.platform.durable.credentials import OBSERVABILITY
 from echobase.platform.durable.layer import DurableError, DurableLayer
-from echobase.platform.preflight import PortsUnavailable, check_ports_free
+from echobase.platform.preflight import (
+    PortsUnavailable,
+    Unsupervised,
+    check_ports_free,
+    check_supervised,
+)
 from echobase.platform.stack import ENVIRONMENTS, Stack, StackConfigError, check_env
 
 console = Console(stderr=True)
@@ -49,10 +54,25 @@ def checked_env(env: str) -> str:
 
 
 def preflight_ports(
-    stack: Stack, env: str, as_json: bool, durable: bool = True, colours: bool = True
+    stack: Stack,
+    env: str,
+    as_json: bool,
+    durable: bool = True,
+    colours: bool = True,
+    recovering: bool = False,
 ) -> None:
     """Refuse (exit 2) before anything starts when a port the command needs cannot be had:
-    a half-started system is worse than none."""
+    a half-started system is worse than none. Unless ``recovering`` (up), also refuse while
+    programs a dead supervisord left behind still run."""
+    if not recovering:
+        try:
+            check_supervised(stack)
+        except Unsupervised as exc:
+            if as_json:
+                typer.echo(json.dumps({"ok": False, "error": "unsupervised", "message": str(exc)}))
+            else:
+                console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
     try:
         check_ports_free(stack, env, durable=durable, colours=colours)
     except PortsUnavailable as exc:

@@ -73,16 +73,38 @@ def held_ports(stack: Stack, active_programs: Collection[str]) -> dict[int, str]
 
 
 def ours(stack: Stack) -> dict[int, str]:
-    """Ports held by this state directory's running services (asks its supervisord; with
-    none running, nothing is ours and nothing is started to find out)."""
+    """Ports held by this state directory's running services: those its supervisord runs,
+    and those a dead supervisord left running (found by pid, see runtime.orphans), which
+    `echobase up` puts back under supervision. Nothing is started to find out."""
+    from echobase.platform.durable.layer import unsupervised
+
     supervisor = supervisor_for(stack.home)
+    active = {orphan.program for orphan in unsupervised(stack)}
     try:
-        if not supervisor.running():
-            return {}
-        active = {info.name for info in supervisor.all_info() if info.active}
+        if supervisor.running():
+            active |= {info.name for info in supervisor.all_info() if info.active}
     except SupervisorError:
-        return {}
+        pass
     return held_ports(stack, active)
+
+
+class Unsupervised(RuntimeError):
+    """Programs of this state directory run without a supervisord; only `up` recovers."""
+
+
+def check_supervised(stack: Stack) -> None:
+    """Refuse to start anything beside programs a dead supervisord left running: a new
+    one's copies could not bind their ports, and the orphans would go on unsupervised."""
+    from echobase.platform.durable.layer import unsupervised
+
+    orphans = unsupervised(stack)
+    if orphans:
+        listed = "\n".join(f"  - {o.program} (pids {', '.join(map(str, o.pids))})" for o in orphans)
+        raise Unsupervised(
+            f"supervisord of {stack.home} is not running these programs, which still run "
+            f"unsupervised (their supervisord died):\n{listed}\n"
+            "run `echobase up` to put them back under supervision without dropping an order"
+        )
 
 
 def unprivileged_start() -> int | None:

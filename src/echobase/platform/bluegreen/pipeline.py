@@ -170,25 +170,29 @@ class BlueGreen:
 
     def switch(self, target: str, lock_wait: float = 0, action: str = "switch") -> Outcome:
         check_colour(target)
-        started = time.monotonic()
         with deploy_lock(self.durable.plan.home, lock_wait):
-            live = self.live_or_fail()
-            plan = self.running_plan(target)
-            outcome = Outcome(action, live, target, plan.release_id if plan else None)
-            if target == live:
-                outcome.detail = f"{target} is already live"
-            else:
-                refused = self.unhealthy(target)
-                if refused:
-                    raise DeployError(
-                        f"{target} is not running healthy against {self.env}: "
-                        f"{'; '.join(refused)}; refusing to send traffic to it "
-                        "(see `echobase status`)"
-                    )
-                self.progress(f"switching {live} -> {target}")
-                outcome.steps.append({"step": "switch", "seconds": self._point_nginx(target)})
-            outcome.seconds = time.monotonic() - started
-            self._record(outcome)
+            return self._switch(target, action)
+
+    def _switch(self, target: str, action: str) -> Outcome:
+        """A switch, under the deploy lock the caller holds."""
+        started = time.monotonic()
+        live = self.live_or_fail()
+        plan = self.running_plan(target)
+        outcome = Outcome(action, live, target, plan.release_id if plan else None)
+        if target == live:
+            outcome.detail = f"{target} is already live"
+        else:
+            refused = self.unhealthy(target)
+            if refused:
+                raise DeployError(
+                    f"{target} is not running healthy against {self.env}: "
+                    f"{'; '.join(refused)}; refusing to send traffic to it "
+                    "(see `echobase status`)"
+                )
+            self.progress(f"switching {live} -> {target}")
+            outcome.steps.append({"step": "switch", "seconds": self._point_nginx(target)})
+        outcome.seconds = time.monotonic() - started
+        self._record(outcome)
         return outcome
 
     def rollback(self, lock_wait: float = 0) -> Outcome:

@@ -22,6 +22,7 @@ from echobase.platform.durable import credentials, mariadb, nginx, prometheus
 from echobase.platform.durable.credentials import DurableSecrets
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.runtime.files import private_dir, write_private_if_changed
+from echobase.platform.runtime.orphans import Orphan
 from echobase.platform.runtime.services import (
     ServiceFailed,
     ServiceRunner,
@@ -181,6 +182,11 @@ class DurableLayer:
         self._run("prometheus", lambda: self._http_answers(spec.ready_url, ok=200), timeout=60)
 
     # --- running a service ---------------------------------------------------------------
+
+    def start_service(self, role: str, timeout: float = 120) -> None:
+        """Start one service under supervisor (a no-op when it runs) and wait for its
+        health check: what setup does for each, without the steps around it."""
+        self._run(role, lambda: self._probe(role)[0], timeout)
 
     def _run(self, role: str, healthy: Callable[[], bool], timeout: float = 30) -> None:
         try:
@@ -344,3 +350,26 @@ def tree_rss(pid: int) -> int:
         total += rss.get(current, 0)
         todo.extend(children.get(current, []))
     return total
+
+
+def declared_groups(stack: Stack) -> dict[str, tuple[int, str]]:
+    """nginx program name -> (the master's process group, the nginx binary), from each
+    environment's nginx pid file: nginx overwrites its environment block with its process
+    title, so its SUPERVISOR_* variables cannot be read back (see runtime.orphans)."""
+    groups: dict[str, tuple[int, str]] = {}
+    for env in stack.ports.durable:
+        plan = DurablePlan(stack, env)
+        try:
+            pid = int(plan.load_balancer(None).pid_file.read_text().strip())
+            binary = os.path.realpath(nginx.nginx_binary())
+        except (OSError, ValueError, nginx.LoadBalancerError):
+            continue
+        if pid > 1:
+            groups[plan.service("nginx").name] = (pid, binary)
+    return groups
+
+
+def unsupervised(stack: Stack) -> list[Orphan]:
+    """This state directory's programs that no running supervisord supervises: what a
+    SIGKILLed supervisord leaves behind, still serving and holding its ports."""
+    return supervisor_for(stack.home).orphans(declared_groups(stack))

@@ -738,3 +738,70 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --- the supervised launcher ------------------------------------------------------------
+# A SIGKILLed master leaves its workers running: reparented to init, still holding the
+# listening sockets and serving with the config they had (measured: supervisor's restarts
+# then failed "address already in use" in a loop, each lasting past startsecs, so the
+# program looked RUNNING while switches reached nobody). The program supervisor runs is this
+# launcher: it retires the previous master's group, by the pid in nginx's own pid file (the
+# master rewrites its environment with its process title, so SUPERVISOR_* cannot be read
+# back), then becomes nginx (same pid, so supervisor signals nginx itself).
+
+PREDECESSOR_TIMEOUT_SECONDS = 10.0
+
+
+def launch_command(spec: LoadBalancerSpec, python: str) -> list[str]:
+    ports = [spec.http_port, spec.https_port, *spec.direct_ports.values()]
+    return [
+        python,
+        "-m",
+        "echobase.platform.durable.nginx",
+        "--pid-file",
+        str(spec.pid_file),
+        "--ports",
+        ",".join(str(port) for port in ports),
+        "--",
+        *server_command(spec),
+    ]
+
+
+def retire_predecessor(pid_file: Path, binary: str, ports: list[int]) -> list[int]:
+    """SIGQUIT (graceful: stop listening, finish requests) the group of the master the pid
+    file names, if that group still has members running nginx; wait until the ports are
+    free. Returns the pids asked to leave."""
+    import signal
+
+    from echobase.platform.runtime.orphans import retire_group
+
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return []
+    if pid <= 1:
+        return []
+    return retire_group(pid, binary, signal.SIGQUIT, ports, PREDECESSOR_TIMEOUT_SECONDS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Start nginx once its predecessor has left.")
+    parser.add_argument("--pid-file", type=Path, required=True)
+    parser.add_argument("--ports", required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("the nginx command line goes after --")
+    ports = [int(port) for port in args.ports.split(",") if port]
+    retired = retire_predecessor(args.pid_file, os.path.realpath(command[0]), ports)
+    if retired:
+        print(f"retired the previous nginx group: pids {retired}", file=sys.stderr, flush=True)
+    os.execv(command[0], command)  # noqa: S606 - our own nginx, no shell
+
+
+if __name__ == "__main__":
+    main()

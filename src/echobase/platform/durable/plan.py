@@ -136,7 +136,7 @@ class DurablePlan:
                 startsecs=2,
             )
         if role == "nginx":
-            command = nginx.server_command(self.load_balancer(None))
+            command = nginx.launch_command(self.load_balancer(None), python_executable())
             return Program(service.name, command, log_file=log, stopsignal="QUIT")
         if role == "prometheus":
             command = prometheus.server_command(self.prometheus)

@@ -8,7 +8,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from echobase.platform.durable import prometheus
 from echobase.platform.durable.credentials import aws_client
 from echobase.platform.ephemeral.plan import ColourPlan
 from echobase.platform.runtime.files import private_dir, write_private
+from echobase.platform.runtime.orphans import Orphan, group_members, stop_orphan
 from echobase.platform.runtime.services import (
     LIVE_STATES,
     ServiceRunner,
@@ -30,6 +31,8 @@ from echobase.platform.stack import Stack, check_colour
 Progress = Callable[[str], None]
 # The queues' visibility timeout (30 s) and a margin.
 IN_FLIGHT_GRACE_SECONDS = 40.0
+# A colour's programs' stopwaitsecs (plan.program).
+ORPHAN_STOP_SECONDS = 40.0
 
 
 def _quiet(_: str) -> None:
@@ -90,12 +93,20 @@ class DrainReport:
 
 
 class ColourRuntime:
-    def __init__(self, stack: Stack, colour: str, progress: Progress = _quiet) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        colour: str,
+        progress: Progress = _quiet,
+        orphans: Sequence[Orphan] = (),
+    ) -> None:
         self.stack = stack
         self.colour = check_colour(colour)
         self.progress = progress
         self.supervisor = supervisor_for(stack.home)
         self.runner = ServiceRunner(self.supervisor)
+        # Left by a dead supervisord: drained and stopped by pid like supervised ones.
+        self.orphans = list(orphans)
 
     # --- what the colour is attached to -------------------------------------------------
 
@@ -226,7 +237,7 @@ class ColourRuntime:
         self._stop(gateway)
         before = self.queue_depth(plan) or 0
         remaining = before
-        if before and self.runner.is_running(processor):
+        if before and self._running(processor):
             self.progress(f"{self.colour}: draining {before} queued order(s)")
             deadline = started + timeout
             while time.monotonic() < deadline:
@@ -263,9 +274,19 @@ class ColourRuntime:
             (plan.home / marker).unlink(missing_ok=True)
         return DrainReport(time.monotonic() - started, max(before - remaining, 0), moved)
 
+    def _running(self, name: str) -> bool:
+        return self.runner.is_running(name) or any(
+            orphan.program == name and group_members(orphan.pgid) for orphan in self.orphans
+        )
+
     def _stop(self, name: str) -> None:
         if self.supervisor.running() and self.supervisor.info(name) is not None:
             self.supervisor.stop(name)
+        for orphan in [o for o in self.orphans if o.program == name]:
+            # As supervisord would: SIGTERM to the group (the gateway drains its requests,
+            # the processor finishes its batch), SIGKILL after the program's stopwaitsecs.
+            stop_orphan(orphan, "TERM", ORPHAN_STOP_SECONDS)
+            self.orphans.remove(orphan)
 
 
 def move_messages(sqs: Any, source_url: str, target: ColourPlan, dlq: bool = False) -> int:

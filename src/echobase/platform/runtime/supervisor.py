@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any
 
 from echobase.platform.runtime.files import write_private
+from echobase.platform.runtime.orphans import Orphan, find_orphans
 
 # sun_path is 108 bytes including the terminating NUL. supervisord first binds a temporary
 # "<socket>.<pid>" next to the real path and hard-links it into place, so the pid suffix
@@ -500,6 +501,23 @@ class Supervisor:
 
     def running(self) -> bool:
         return self._state() == "RUNNING"
+
+    @property
+    def server_url(self) -> str:
+        """What supervisord writes into each child's SUPERVISOR_SERVER_URL."""
+        return f"unix://{self.paths.socket}"
+
+    def daemon_pid(self) -> int | None:
+        """The running supervisord's pid, or None when none answers."""
+        try:
+            return int(self._call("getPID", timeout=min(self.rpc_timeout, 3.0)))
+        except SupervisorUnavailable:
+            return None
+
+    def orphans(self, declared: Mapping[str, tuple[int, str]] | None = None) -> list[Orphan]:
+        """Programs a previous supervisord of this state directory started and nobody
+        supervises now (see runtime.orphans)."""
+        return find_orphans(self.server_url, self.daemon_pid(), declared)
 
     # -- daemon lifecycle --------------------------------------------------------------------
 
