@@ -389,7 +389,7 @@ class Chaos:
         flowing = time.monotonic() - killed
         unsupervised_orders = len(self.load.accepted()) - accepted
         began = time.monotonic()
-        result = self.bg.system.ok("up", cwd=self.source_of_live(), timeout=300)
+        result = self.bg.system.ok("up", cwd=source, timeout=300)
         print(f"echobase up after SIGKILL supervisord:\n{result.stderr}")  # with -s: each step
         assert "recovered:" in result.stderr and "already up to date" in result.stderr, (
             result.stderr[-3000:]
@@ -452,6 +452,7 @@ class Chaos:
         """Every process of the system at once: supervisord and every program's process
         group, stopped first (SIGSTOP) so none reacts to another's death, then SIGKILLed.
         Then `echobase up`."""
+        source = self.source_of_live()  # asked of the LB, so while it answers
         daemon = self.supervisor.daemon_pid()
         assert daemon is not None
         groups = [info.pid for info in self.supervisor.all_info() if info.pid]
@@ -462,7 +463,7 @@ class Chaos:
             os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         wait_for(lambda: not any(alive(pid) for pid in victims), 30)
-        result = self.bg.system.ok("up", cwd=self.source_of_live(), timeout=300)
+        result = self.bg.system.ok("up", cwd=source, timeout=300)
         assert "already up to date" in result.stderr, result.stderr[-3000:]
         recovery = self.wait_whole(killed)
         self.notes.append(f"{len(victims)} processes killed; whole again {recovery:.1f} s later")
