@@ -22,9 +22,8 @@ Prints:
    (durable, in-memory, in-memory, durable, ...: a drift of the shared machine hits both
    modes alike), each after a switch and a 3 s warm-up. Orders/s and p99 per round, the
    median per mode, the ratio durable / in-memory (target: >= 0.90), the queue server's CPU
-   per order, and group commit: journal lines (entries) written per fsync, counted with
-   inotify (each append opens the journal, writes, fsyncs and closes it: one close-after-
-   write event per fsync) at no cost to the server;
+   per order, and group commit: journal entries written per fsync, from the server's own
+   counters (``GET /echobase/journal``);
 2. recovery: ``--kills`` times, SIGKILL of the live colour's queue server while wrk keeps the
    order load on: time from the kill to its port answering again (supervisord's restart,
    the interpreter's start, the journal's replay), to the first 201 through the LB (an
@@ -43,14 +42,11 @@ within one run, and run it more than once.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import re
-import select
 import signal
 import ssl
 import statistics
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +61,7 @@ import httpx
 from echobase.app.queues import ensure_queues
 from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.ephemeral.plan import ColourPlan
+from echobase.platform.queue_journal import STATS_PATH
 from echobase.platform.release import build_release
 from echobase.platform.runtime.services import ServiceRunner, http_answers, supervisor_for
 from echobase.platform.runtime.supervisor import Program, Supervisor
@@ -95,61 +92,15 @@ TARGET_RECOVERY_SECONDS = 5.0
 _RESTORED = re.compile(r"^(\S+ \S+) \S+ queue journal .*: (\d+) message\(s\) restored")
 
 
-# --- group commit, seen from outside -------------------------------------------------------
-
-_IN_CLOSE_WRITE = 0x008
-_IN_MOVED_TO = 0x080
-_IN_Q_OVERFLOW = 0x4000
-_EVENT = struct.Struct("iIII")
+# --- group commit, as the server counts it ---------------------------------------------
 
 
-class JournalAppends(threading.Thread):
-    """Counts the journal's appends with inotify. ``Journal.append`` opens the file, writes,
-    fsyncs and closes it, so each close-after-write of ``journal`` is one fsync; a rename
-    onto it is a compaction. The kernel queues the events: the server pays nothing."""
-
-    def __init__(self, directory: Path, name: str = "journal") -> None:
-        super().__init__(daemon=True)
-        self.name_bytes = name.encode()
-        self.appends = 0
-        self.compactions = 0
-        self.overflowed = False
-        self.stop = threading.Event()
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        mask = _IN_CLOSE_WRITE | _IN_MOVED_TO
-        if libc.inotify_add_watch(self.fd, str(directory).encode(), mask) < 0:
-            os.close(self.fd)
-            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                if select.select([self.fd], [], [], 0.1)[0]:
-                    self._count(os.read(self.fd, 1 << 16))
-            while select.select([self.fd], [], [], 0)[0]:  # what came before the stop
-                self._count(os.read(self.fd, 1 << 16))
-        finally:
-            os.close(self.fd)
-
-    def _count(self, data: bytes) -> None:
-        offset = 0
-        while offset < len(data):
-            _, mask, _, length = _EVENT.unpack_from(data, offset)
-            name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
-            offset += _EVENT.size + length
-            if mask & _IN_Q_OVERFLOW:
-                self.overflowed = True
-            elif name == self.name_bytes and mask & _IN_CLOSE_WRITE:
-                self.appends += 1
-            elif name == self.name_bytes and mask & _IN_MOVED_TO:
-                self.compactions += 1
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.join()
+def journal_stats(system: System, colour: str) -> dict[str, int]:
+    """The durable queue server's own counters (appends = fsyncs, entries, compactions)."""
+    port = system.stack.colour_service(colour, "sqs").port
+    answer = httpx.get(f"{system.stack.url(port)}{STATS_PATH}", timeout=10)
+    answer.raise_for_status()
+    return {key: int(value) for key, value in answer.json().items()}
 
 
 def journal_lines(queue_dir: Path) -> tuple[int, int]:
@@ -218,7 +169,7 @@ class Round:
     gateway_cpu_ms: float
     entries: int = 0  # journal lines written during the round (durable only)
     appends: int = 0  # fsyncs of the journal during the round
-    compacted: bool = False
+    compactions: int = 0
 
 
 def intake_round(
@@ -234,11 +185,7 @@ def intake_round(
     wrk(lb_url, script, connections, WARM_UP_SECONDS)
     pids = system.pids()
     queue_pid, gateway_pid = pids[f"{colour} sqs"], pids[f"{colour} api-gateway"]
-    queue_dir = system.stack.ephemeral_dir(colour) / "sqs"
-    watcher = JournalAppends(queue_dir) if mode == DURABLE else None
-    lines_before = journal_lines(queue_dir)[0] if watcher else 0
-    if watcher:
-        watcher.start()
+    before = journal_stats(system, colour) if mode == DURABLE else None
     cpu_before = tree_cpu(queue_pid), tree_cpu(gateway_pid)
     result = wrk(lb_url, script, connections, seconds)
     cpu_after = tree_cpu(queue_pid), tree_cpu(gateway_pid)
@@ -249,12 +196,12 @@ def intake_round(
         (cpu_after[0] - cpu_before[0]) / good * 1000,
         (cpu_after[1] - cpu_before[1]) / good * 1000,
     )
-    if watcher:
+    if before is not None:
         time.sleep(0.3)  # the processor's last deletes reach the journal
-        watcher.finish()
-        this.entries = journal_lines(queue_dir)[0] - lines_before
-        this.appends = watcher.appends
-        this.compacted = watcher.compactions > 0 or watcher.overflowed
+        after = journal_stats(system, colour)
+        this.entries = after["entries"] - before["entries"]
+        this.appends = after["appends"] - before["appends"]
+        this.compactions = after["compactions"] - before["compactions"]
     return this
 
 
@@ -523,13 +470,11 @@ def main() -> None:
                 this = intake_round(system, mode, lb.lb_url, script, c, args.seconds)
                 rounds.append(this)
                 extra = f"  queue server CPU {this.queue_cpu_ms:.2f} ms/order"
-                if mode == DURABLE and this.compacted:
-                    extra += f", {this.appends} fsyncs; compacted meanwhile: entries not counted"
-                elif mode == DURABLE:
+                if mode == DURABLE:
                     per = this.entries / max(this.appends, 1)
                     extra += (
                         f", {this.entries} journal entries in {this.appends} fsyncs"
-                        f" ({per:.1f}/fsync)"
+                        f" ({per:.1f}/fsync), {this.compactions} compaction(s)"
                     )
                 print(wrk_row(f"  round {number + 1} {mode}", this.result, "orders/s"))
                 print(f"  {'':<52}{extra}")
@@ -551,8 +496,8 @@ def main() -> None:
         verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
         print(f"  durable / in-memory orders/s: {ratio:.3f} (target >= {TARGET_RATIO}: {verdict})")
         print(f"  durable / in-memory p99: {medians[DURABLE][1] / medians[IN_MEMORY][1]:.2f}")
-        entries = sum(r.entries for r in rounds if not r.compacted)
-        appends = sum(r.appends for r in rounds if r.mode == DURABLE and not r.compacted)
+        entries = sum(r.entries for r in rounds)
+        appends = sum(r.appends for r in rounds if r.mode == DURABLE)
         if appends:
             print(f"  group commit: {entries / appends:.1f} journal entries per fsync overall")
 

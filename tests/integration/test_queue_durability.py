@@ -412,3 +412,18 @@ def test_the_reset_api_is_refused(server: QueueServer) -> None:
     # It would empty memory behind the journal's back.
     assert httpx.post(f"{server.url}/moto-api/reset", timeout=10).status_code == 403
     assert httpx.get(f"{server.url}/moto-api/data.json", timeout=10).status_code == 403
+
+
+def test_the_journal_counters_show_group_commit(server: QueueServer) -> None:
+    sqs = server.client()
+    urls = ensure_queues(sqs)
+    sqs.send_message_batch(
+        QueueUrl=urls.queue_url,
+        Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(10)],
+    )
+    stats = httpx.get(f"{server.url}/echobase/journal", timeout=10).json()
+    # One batch of ten is one request: its ten entries went out in one fsync at most.
+    assert stats["messages"] == 10
+    assert stats["entries"] >= 13  # three queue calls, ten messages
+    assert 1 <= stats["appends"] <= 4
+    assert stats["bytes"] == (server.state / "journal").stat().st_size

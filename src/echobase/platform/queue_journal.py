@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import os
 import threading
@@ -82,6 +83,8 @@ _MESSAGE_FIELDS = {
 # 1.7 s): past 32 MiB the journal is rewritten as the live state, so a restart stays under
 # a second of replay.
 COMPACT_AT = 32 << 20
+# GET: the journal's counters as JSON (appends, entries, compactions, bytes, messages).
+STATS_PATH = "/echobase/journal"
 # How long a request may wait for its fsync before the server gives up on the disk.
 DURABLE_WAIT_SECONDS = 10.0
 
@@ -406,6 +409,8 @@ class DurableAnswers:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if path == STATS_PATH:
+            return self._stats(start_response)
         if path.startswith("/moto-api/") and path != "/moto-api/":
             # reset, seed, data.json...: would change memory behind the journal's back.
             return self._answer(start_response, "403 Forbidden", b"not served by a durable queue")
@@ -433,6 +438,22 @@ class DurableAnswers:
                     start_response, "500 Internal Server Error", b"queue could not persist"
                 )
         start_response(*answer)
+        return [body]
+
+    def _stats(self, start_response: StartResponse) -> list[bytes]:
+        """How the journal is doing (no message content): group commit's efficiency."""
+        commit = self.journal.commit
+        stats = {
+            "appends": commit.writes if commit else 0,
+            "entries": commit.written if commit else 0,
+            "compactions": commit.compactions if commit else 0,
+            "bytes": self.journal.journal.size(),
+            "messages": len(self.journal.state.messages),
+        }
+        body = json.dumps(stats).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     @staticmethod

@@ -214,7 +214,8 @@ class GroupCommit:
         self._writing = False
         self._failure: str | None = None
         self.compactions = 0
-        self.writes = 0
+        self.writes = 0  # appends, each one write and one fsync
+        self.written = 0  # entries those appends held
 
     def submit(self, entry: dict[str, Any]) -> int:
         with self._changed:
@@ -270,7 +271,8 @@ class GroupCommit:
                 log.info("%s: compacted to %d entries", self.journal.path, len(batch))
             else:
                 self.journal.append(batch)
-            self.writes += 1
+                self.writes += 1
+                self.written += len(batch)
         except OSError as exc:
             with self._changed:
                 self._failure = (
