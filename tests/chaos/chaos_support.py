@@ -373,6 +373,7 @@ class Chaos:
     def kill_supervisord(self) -> float:
         """SIGKILL supervisord under load; traffic must keep flowing through the orphans;
         then `echobase up`, and every program must run under the new supervisord."""
+        source = self.source_of_live()
         old = self.supervisor.daemon_pid()
         assert old is not None
         before = {info.name: info.pid for info in self.supervisor.all_info()}

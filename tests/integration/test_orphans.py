@@ -17,11 +17,10 @@ from echobase.platform.runtime.orphans import (
     find_orphans,
     group_members,
     kill_orphans,
-    listening_ports,
     retire_group,
     stop_orphan,
 )
-from echobase.platform.runtime.processes import free_port
+from echobase.platform.runtime.processes import free_port, listening_sockets
 
 URL = "unix:///tmp/eb-orphan-test/supervisor/supervisor.sock"
 # A parent and a child in one group, like a uvicorn master and its worker.
@@ -140,7 +139,7 @@ def test_retire_group_returns_once_the_port_is_free(tmp_path: Path) -> None:
         began = time.monotonic()
         assert retire_group(server.pid, executable, signal.SIGQUIT, [port], 5) == [server.pid]
         assert time.monotonic() - began < 0.9  # did not wait for the exit
-        assert port not in listening_ports()
+        assert port not in listening_sockets()
         assert server.wait(5) == 0
     finally:
         if server.poll() is None:

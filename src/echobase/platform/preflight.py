@@ -21,6 +21,7 @@ from echobase.platform.doctor import (
     port_free,
     ways_out,
 )
+from echobase.platform.runtime.processes import listening_sockets
 from echobase.platform.runtime.services import supervisor_for
 from echobase.platform.runtime.supervisor import SupervisorError
 from echobase.platform.stack import COLOURS, Stack, check_env
@@ -112,23 +113,6 @@ def unprivileged_start() -> int | None:
         return int(UNPRIVILEGED_START.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def listening_sockets(proc: Path = Path("/proc")) -> dict[int, tuple[int, int]]:
-    """Listening TCP port -> (uid, socket inode), from /proc/net/tcp{,6}: readable by every
-    user, so even a root-owned squatter can be named."""
-    found: dict[int, tuple[int, int]] = {}
-    for table in ("tcp", "tcp6"):
-        try:
-            rows = (proc / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) > 9 and fields[3] == "0A":  # 0A: LISTEN
-                port = int(fields[1].rsplit(":", 1)[1], 16)
-                found.setdefault(port, (int(fields[7]), int(fields[9])))
-    return found
 
 
 def socket_owner(inode: int, proc: Path = Path("/proc")) -> str | None:

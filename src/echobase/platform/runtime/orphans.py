@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from echobase.platform.runtime.processes import listening_sockets
+
 PROC = Path("/proc")
 
 
@@ -183,21 +185,6 @@ def _wait_gone(pgid: int, timeout: float, proc: Path) -> None:
         time.sleep(0.05)
 
 
-def listening_ports(proc: Path = PROC) -> set[int]:
-    """Local TCP ports in LISTEN state, from /proc/net/tcp{,6}."""
-    found: set[int] = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            rows = (proc / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) > 3 and fields[3] == "0A":  # 0A: LISTEN
-                found.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return found
-
-
 def retire_group(
     pgid: int,
     executable: str,
@@ -216,7 +203,7 @@ def retire_group(
     _signal_group(pgid, sig, proc)
     wanted = set(ports)
     deadline = time.monotonic() + timeout
-    while group_members(pgid, proc) and wanted & listening_ports(proc):
+    while group_members(pgid, proc) and wanted & set(listening_sockets(proc)):
         if time.monotonic() >= deadline:
             _signal_group(pgid, signal.SIGKILL, proc)
             _wait_gone(pgid, 10.0, proc)

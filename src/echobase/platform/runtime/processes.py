@@ -97,3 +97,20 @@ def python_executable() -> str:
         if candidate.exists():
             return str(candidate)
     return sys.executable
+
+
+def listening_sockets(proc: Path = Path("/proc")) -> dict[int, tuple[int, int]]:
+    """Listening TCP port -> (uid, socket inode), from /proc/net/tcp{,6}: readable by every
+    user, so even a root-owned squatter can be named."""
+    found: dict[int, tuple[int, int]] = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A":  # 0A: LISTEN
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                found.setdefault(port, (int(fields[7]), int(fields[9])))
+    return found
