@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -200,3 +202,29 @@ def test_health_sees_a_database_restart_at_the_next_probe(backing, gateway_facto
         backing.stack.run_database()
     back = gw_db.get("/health")
     assert back.status_code == 200, back.text
+
+
+def test_a_database_restart_costs_no_request_a_503(backing, gateway_factory):
+    """Connections pooled before MariaDB restarted are closed by the server; the gateway
+    must replace them at checkout instead of failing a user's request on each one."""
+    gw = gateway_factory("gw-db-restart-pool")
+
+    def register(_: int = 0) -> httpx.Response:
+        name = f"pool_{uuid.uuid4().hex[:10]}"
+        body = {
+            "username": name,
+            "email": f"{name}@example.com",
+            "fullName": "Pool",
+            "password": "Passw0rdOk",
+        }
+        return gw.post("/api/v1/auth/register", body)
+
+    # Concurrent, so that every worker's pool holds several connections.
+    with ThreadPoolExecutor(8) as pool:
+        warm = list(pool.map(register, range(24)))
+    assert {r.status_code for r in warm} == {201}, [r.text for r in warm if r.status_code != 201]
+    backing.stack.stop_database()
+    backing.stack.run_database()
+    with ThreadPoolExecutor(8) as pool:
+        after = list(pool.map(register, range(24)))
+    assert [r.status_code for r in after] == [201] * 24, [r.text for r in after]
