@@ -31,14 +31,7 @@ from echobase.platform.stack import (
 )
 
 ECHOBASE = str(Path(sys.executable).parent / "echobase")
-SECRET_NAMES = (
-    credentials.DATABASE,
-    credentials.DATABASE_ROOT,
-    credentials.ENCRYPTION_KEY,
-    credentials.JWT,
-    credentials.TLS,
-    credentials.OBSERVABILITY,
-)
+SECRET_NAMES = credentials.SECRET_NAMES
 
 
 def alive(pid: int) -> bool:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from echobase.platform.durable import prometheus
-from echobase.platform.durable.credentials import DurableSecrets, generate
+from echobase.platform.durable.credentials import SECRET_NAMES, DurableSecrets, generate
 from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.ephemeral.plan import ColourPlan
 from echobase.platform.stack import (
     DEFAULT_DURABLE_PORTS,
     Stack,
@@ -29,8 +30,10 @@ def test_defaults_are_the_seed_table():
         "lb_blue": 8080,
         "lb_green": 8081,
         "prometheus": 9090,
+        "mcp": 3300,
     }
     assert ports.of("ci")["lb_https"] == 1443
+    assert ports.of("ci")["mcp"] == 3310
     assert ports.of("ci")["mariadb"] == 3307
     assert dict(ports.of("blue")) == {"gateway": 3102, "sqs": 4667, "processor": 3202}
     assert dict(ports.of("green")) == {"gateway": 3101, "sqs": 4666, "processor": 3201}
@@ -93,6 +96,7 @@ def test_service_names_follow_the_seed_convention(tmp_path):
     assert names == [
         "echobase-ci-durable-secrets",
         "echobase-ci-durable-mariadb",
+        "echobase-ci-durable-mcp",
         "echobase-ci-durable-nginx",
         "echobase-ci-durable-prometheus",
     ]
@@ -114,7 +118,14 @@ def test_one_description_feeds_every_renderer(tmp_path):
     assert plan.prometheus.external_url == "https://127.0.0.1:1443/prometheus/"
     secrets_cmd = " ".join(programs["echobase-devlocal-durable-secrets"].command)
     assert "--port 5566" in secrets_cmd
+    mcp = programs.pop("echobase-devlocal-durable-mcp")  # keeps no files: nothing to point at
     assert all(str(tmp_path) in " ".join(p.command) for p in programs.values())
+    assert mcp.environment["ECHOBASE_PORT"] == "4300"
+    assert mcp.environment["ECHOBASE_SECRETS_ENDPOINT_URL"] == "http://127.0.0.1:5566"
+    assert lb.mcp_port == 4300 and plan.mcp_url == "http://127.0.0.1:4300/mcp"
+    colour = ColourPlan(plan.stack, "blue", "devlocal", Path("/r/bin/python"), "r1")
+    assert colour.service_env("api-gateway")["ECHOBASE_MCP_URL"] == plan.mcp_url
+    assert {t.address for t in plan.scrape_targets()} == {"127.0.0.1:10090", "127.0.0.1:4300"}
 
 
 def test_no_program_carries_a_secret(tmp_path):
@@ -152,4 +163,8 @@ def test_generated_secrets_are_strong_and_round_trip(tmp_path: Path):
     again = DurableSecrets.from_secret_strings(first.as_secret_strings())
     assert again.as_secret_strings() == first.as_secret_strings()
     assert first.database.password not in repr(first)
+    assert first.mcp_database.username != first.database.username  # a reader of its own
+    assert len(first.mcp_api_key) >= 43 and first.mcp_api_key != second.mcp_api_key
+    assert first.mcp_database.password not in repr(first)
+    assert tuple(first.as_secret_strings()) == SECRET_NAMES  # the list tests iterate is whole
     assert DEFAULT_DURABLE_PORTS["ci"]["lb_http"] == 180

@@ -19,7 +19,8 @@ Layer = Literal["durable", "ephemeral"]
 
 ENVIRONMENTS = ("devlocal", "ci")
 COLOURS = ("blue", "green")
-DURABLE_SERVICES = ("secrets", "mariadb", "nginx", "prometheus")
+# "mcp" serves recommendations over the Model Context Protocol; it needs MariaDB's tables.
+DURABLE_SERVICES = ("secrets", "mariadb", "mcp", "nginx", "prometheus")
 CONFIG_FILE = "echobase.toml"
 HOST = "127.0.0.1"
 
@@ -33,6 +34,7 @@ DEFAULT_DURABLE_PORTS: Mapping[str, Mapping[str, int]] = {
         "lb_blue": 8080,
         "lb_green": 8081,
         "prometheus": 9090,
+        "mcp": 3300,
     },
     "ci": {
         "mariadb": 3307,
@@ -42,6 +44,7 @@ DEFAULT_DURABLE_PORTS: Mapping[str, Mapping[str, int]] = {
         "lb_blue": 8180,
         "lb_green": 8181,
         "prometheus": 9190,
+        "mcp": 3310,
     },
 }
 DEFAULT_COLOUR_PORTS: Mapping[str, Mapping[str, int]] = {
@@ -144,6 +147,8 @@ RESERVED_SETTINGS = frozenset(
         "ECHOBASE_SQS_DLQ_URL",
         "ECHOBASE_DB_SECRET_NAME",
         "ECHOBASE_JWT_SECRET_NAME",
+        "ECHOBASE_MCP_URL",
+        "ECHOBASE_MCP_KEY_SECRET_NAME",
     }
 )
 
@@ -275,6 +280,7 @@ class Stack:
             "mariadb": ports["mariadb"],
             "nginx": ports["lb_https"],
             "prometheus": ports["prometheus"],
+            "mcp": ports["mcp"],
         }
         others = {"nginx": (ports["lb_http"], ports["lb_blue"], ports["lb_green"])}
         return [

@@ -12,7 +12,12 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from echobase import __version__
-from echobase.app.core.names import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
+from echobase.app.core.names import (
+    DEFAULT_DB_SECRET,
+    DEFAULT_JWT_SECRET,
+    DEFAULT_MCP_DB_SECRET,
+    DEFAULT_MCP_KEY_SECRET,
+)
 
 Colour = Literal["blue", "green", "none"]
 
@@ -69,6 +74,11 @@ class GatewaySettings(ServiceSettings):
     max_order_total: int = 1_000_000
     # Concurrent SendMessageBatch calls per worker (see gateway/publisher.py).
     sqs_senders: int = Field(default=2, ge=1, le=64)
+    # The durable recommendations service (MCP). Unset: logins answer no recommendations.
+    mcp_url: str | None = None
+    mcp_key_secret_name: str = DEFAULT_MCP_KEY_SECRET
+    # A login waits at most this long for recommendations, then answers without them.
+    mcp_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
 
     _split = field_validator("allowed_origins", "trusted_proxies", mode="before")(_split_csv)
 
@@ -83,6 +93,19 @@ class ProcessorSettings(ServiceSettings):
     max_backoff_seconds: float = Field(default=10.0, gt=0)
 
 
+class McpSettings(ServiceSettings):
+    """The durable recommendations service: one per environment, not per colour."""
+
+    port: int = Field(default=3300, ge=1, le=65535)
+    db_secret_name: str = DEFAULT_MCP_DB_SECRET
+    db_pool_size: int = Field(default=5, ge=1)
+    mcp_key_secret_name: str = DEFAULT_MCP_KEY_SECRET
+    # "Popular" means ordered most in this many days; the ranking is kept this many seconds.
+    recommendation_days: int = Field(default=30, ge=1, le=3650)
+    recommendation_limit: int = Field(default=5, ge=1, le=50)
+    popular_refresh_seconds: float = Field(default=30.0, gt=0)
+
+
 @lru_cache
 def gateway_settings() -> GatewaySettings:
     return GatewaySettings()
@@ -91,3 +114,8 @@ def gateway_settings() -> GatewaySettings:
 @lru_cache
 def processor_settings() -> ProcessorSettings:
     return ProcessorSettings()
+
+
+@lru_cache
+def mcp_settings() -> McpSettings:
+    return McpSettings()

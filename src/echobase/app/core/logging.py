@@ -9,7 +9,17 @@ import sys
 import structlog
 
 # SDK wire logs print whole responses, GetSecretValue's included: never below WARNING.
-_QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "urllib3", "s3transfer", "aiohttp")
+# The MCP SDK and its HTTP client log a line per request at INFO.
+_QUIET_LOGGERS = (
+    "botocore",
+    "aiobotocore",
+    "boto3",
+    "urllib3",
+    "s3transfer",
+    "aiohttp",
+    "httpx2",
+    "mcp",
+)
 
 
 class _Stdout:

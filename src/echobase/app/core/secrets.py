@@ -48,6 +48,18 @@ class DatabaseCredentials:
             query={"charset": "utf8mb4"},
         )
 
+    def as_secret(self) -> str:
+        """The JSON stored in Secrets Manager, the shape ``from_secret`` reads."""
+        return json.dumps(
+            {
+                "username": self.username,
+                "password": self.password,
+                "host": self.host,
+                "port": self.port,
+                "dbname": self.dbname,
+            }
+        )
+
     @classmethod
     def from_secret(cls, raw: str) -> DatabaseCredentials:
         try:

@@ -70,6 +70,8 @@ class Order(Timestamped, Base):
     __table_args__ = (
         Index("idx_orders_user_id", "user_id"),
         Index("idx_orders_user_created", "user_id", "created_at"),
+        # "Has this user ordered that product?" from the index alone (recommendations).
+        Index("idx_orders_user_product", "user_id", "product_id"),
         Index("idx_orders_status", "order_status"),
         Index("idx_orders_created_at", "created_at"),
     )

@@ -21,6 +21,7 @@ from echobase.app.gateway.catalog import Catalog
 from echobase.app.gateway.health import HealthChecker
 from echobase.app.gateway.publisher import OrderPublisher
 from echobase.app.gateway.ratelimit import LoginLockout, RateLimiter
+from echobase.app.gateway.recommendations import RecommendationsClient
 
 log = structlog.get_logger()
 
@@ -36,6 +37,7 @@ class GatewayContext:
     limiter: RateLimiter
     lockout: LoginLockout
     publisher: OrderPublisher
+    recommendations: RecommendationsClient
 
 
 @contextlib.asynccontextmanager
@@ -68,10 +70,13 @@ async def gateway_lifespan(app: FastAPI, settings: GatewaySettings) -> AsyncIter
                 engine, settings.login_max_failures, settings.login_lockout_seconds
             ),
             publisher=OrderPublisher(sqs, settings.sqs_queue_url, settings.sqs_senders),
+            recommendations=RecommendationsClient(settings),
         )
         stack.push_async_callback(app.state.ctx.limiter.close)  # before counters.dispose
         app.state.ctx.publisher.start()
         stack.push_async_callback(app.state.ctx.publisher.stop)
+        app.state.ctx.recommendations.start()
+        stack.push_async_callback(app.state.ctx.recommendations.stop)
         refresher = asyncio.create_task(catalog.keep_fresh())
         log.info("gateway started", port=settings.port, release=settings.release)
         try:

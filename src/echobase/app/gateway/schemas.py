@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
+from echobase.app.mcp.contract import RecommendedProduct
+
 USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,50}$"
 _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
@@ -95,6 +97,12 @@ class ProductsPage(BaseModel):
     success: bool
     products: list[ProductOut]
     pagination: Pagination
+
+
+class RecommendedList(BaseModel):
+    success: bool
+    # The reference's shape: cost is a JSON number here (see app/mcp/contract.py).
+    recommendedProducts: list[RecommendedProduct]
 
 
 class OrderRow(BaseModel):

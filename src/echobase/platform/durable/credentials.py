@@ -17,7 +17,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from echobase.app.core.names import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
+from echobase.app.core.names import (
+    DEFAULT_DB_SECRET,
+    DEFAULT_JWT_SECRET,
+    DEFAULT_MCP_DB_SECRET,
+    DEFAULT_MCP_KEY_SECRET,
+)
 from echobase.app.core.secrets import DatabaseCredentials, SecretUnavailableError
 
 # moto accepts any key pair; these are names, not credentials.
@@ -33,6 +38,19 @@ ENCRYPTION_KEY = "echobase/database/encryption-key"
 JWT = DEFAULT_JWT_SECRET
 TLS = "echobase/load-balancer/tls"
 OBSERVABILITY = "echobase/observability/basic-auth"
+MCP_API_KEY = DEFAULT_MCP_KEY_SECRET
+MCP_DATABASE = DEFAULT_MCP_DB_SECRET
+# Every secret an environment keeps, in the order setup stores them.
+SECRET_NAMES = (
+    DATABASE,
+    DATABASE_ROOT,
+    ENCRYPTION_KEY,
+    JWT,
+    TLS,
+    OBSERVABILITY,
+    MCP_DATABASE,
+    MCP_API_KEY,
+)
 # Bound to data on disk: a new value would lock the existing database out.
 DATA_BOUND = (DATABASE_ROOT, ENCRYPTION_KEY)
 
@@ -70,22 +88,15 @@ class DurableSecrets:
     tls_key_pem: str
     observability_user: str
     observability_password: str
+    mcp_database: DatabaseCredentials  # read-only: orders and products
+    mcp_api_key: str
 
     def __repr__(self) -> str:
         return f"DurableSecrets({self.database!r})"
 
     def as_secret_strings(self) -> dict[str, str]:
-        db = self.database
         return {
-            DATABASE: json.dumps(
-                {
-                    "username": db.username,
-                    "password": db.password,
-                    "host": db.host,
-                    "port": db.port,
-                    "dbname": db.dbname,
-                }
-            ),
+            DATABASE: self.database.as_secret(),
             DATABASE_ROOT: self.root_password,
             ENCRYPTION_KEY: self.encryption_key_hex,
             JWT: self.jwt_key,
@@ -93,6 +104,8 @@ class DurableSecrets:
             OBSERVABILITY: json.dumps(
                 {"username": self.observability_user, "password": self.observability_password}
             ),
+            MCP_DATABASE: self.mcp_database.as_secret(),
+            MCP_API_KEY: self.mcp_api_key,
         }
 
     @classmethod
@@ -109,6 +122,8 @@ class DurableSecrets:
                 tls_key_pem=tls["private_key"],
                 observability_user=observability["username"],
                 observability_password=observability["password"],
+                mcp_database=DatabaseCredentials.from_secret(values[MCP_DATABASE]),
+                mcp_api_key=values[MCP_API_KEY],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SecretsStoreError(f"a stored secret has the wrong shape ({exc!r:.80})") from None
@@ -156,14 +171,12 @@ def self_signed_certificate(hosts: list[str], days: int = 397) -> tuple[str, str
 
 def generate(host: str, db_port: int) -> DurableSecrets:
     cert, key = self_signed_certificate([host, "localhost"])
+
+    def database_user(username: str) -> DatabaseCredentials:
+        return DatabaseCredentials(username, secrets.token_urlsafe(32), host, db_port, "orders_db")
+
     return DurableSecrets(
-        database=DatabaseCredentials(
-            username="echobase_app",
-            password=secrets.token_urlsafe(32),
-            host=host,
-            port=db_port,
-            dbname="orders_db",
-        ),
+        database=database_user("echobase_app"),
         root_password=secrets.token_urlsafe(32),
         encryption_key_hex=secrets.token_hex(32),
         jwt_key=secrets.token_urlsafe(48),
@@ -171,6 +184,8 @@ def generate(host: str, db_port: int) -> DurableSecrets:
         tls_key_pem=key,
         observability_user="echobase-observer",
         observability_password=secrets.token_urlsafe(24),
+        mcp_database=database_user("echobase_mcp"),
+        mcp_api_key=secrets.token_urlsafe(32),
     )
 
 
@@ -267,14 +282,15 @@ def load_or_create(
     values = {name: stored[name] or fresh[name] for name in fresh}
     result = DurableSecrets.from_secret_strings(values)
     # Host and port are settings, not secrets: follow the configured port if it moved.
-    if (result.database.host, result.database.port) != (host, db_port):
-        result = replace(result, database=replace(result.database, host=host, port=db_port))
+    for name, field in ((DATABASE, "database"), (MCP_DATABASE, "mcp_database")):
+        held: DatabaseCredentials = getattr(result, field)
+        if (held.host, held.port) == (host, db_port):
+            continue
+        result = replace(result, **{field: replace(held, host=host, port=db_port)})
         try:
-            sm.put_secret_value(
-                SecretId=DATABASE, SecretString=result.as_secret_strings()[DATABASE]
-            )
+            sm.put_secret_value(SecretId=name, SecretString=result.as_secret_strings()[name])
         except ClientError as exc:
-            raise SecretsStoreError(f"cannot update {DATABASE!r}: {_code(exc)}") from None
+            raise SecretsStoreError(f"cannot update {name!r}: {_code(exc)}") from None
     return result, missing
 
 

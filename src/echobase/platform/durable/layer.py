@@ -105,6 +105,9 @@ class DurableLayer:
         self.progress("applying migrations")
         self._provision(server, secrets, repair_credentials)
 
+        self.progress("starting the recommendations service (MCP)")
+        self._run("mcp", lambda: self._probe("mcp")[0], timeout=60)
+
         self.progress("starting the load balancer")
         self._setup_load_balancer(secrets)
 
@@ -135,6 +138,7 @@ class DurableLayer:
         from echobase.app.db.migrate import upgrade  # alembic: only setup needs it
 
         upgrade(mariadb.admin_url(server, app.dbname))
+        mariadb.run_admin(server, mariadb.read_only_statements(secrets.mcp_database))
         problem = mariadb.verify_app_login(app)
         if problem is not None:
             raise DurableError(
@@ -175,7 +179,7 @@ class DurableLayer:
         private_dir(spec.home)
         private_dir(spec.data_dir)
         changed = write_private_if_changed(spec.config_file, prometheus.render_config(spec))
-        prometheus.write_targets(spec, "durable", [prometheus.self_target(spec)])
+        prometheus.write_targets(spec, "durable", self.plan.scrape_targets())
         name = self.plan.service("prometheus").name
         if changed and self._is_running(name):
             self._reload(name)
@@ -316,6 +320,8 @@ class DurableLayer:
         if role == "nginx":
             active = self.active()
             return active is not None, f"live colour: {active}" if active else "no answer"
+        if role == "mcp":
+            return self._http_answers(self.plan.mcp_health_url, ok=200), ""
         ready = self._http_answers(self.plan.prometheus.ready_url, ok=200)
         return ready, "" if ready else "not ready"
 

@@ -162,6 +162,38 @@ def repair_statements(app: DatabaseCredentials) -> list[tuple[str, tuple[str, ..
     ]
 
 
+# What the recommendations service reads; it never sees users (or their password hashes).
+READ_ONLY_TABLES = ("orders", "products")
+# A reader that leaks connections must not starve the order services of theirs.
+READ_ONLY_MAX_CONNECTIONS = 20
+
+
+def read_only_statements(reader: DatabaseCredentials) -> list[tuple[str, tuple[str, ...]]]:
+    """Idempotent SQL for a user that may SELECT the order history and the catalogue only.
+
+    Run after the migrations (a table grant needs the table). Unlike the app user's, this
+    password always follows the store: nothing else depends on it."""
+    db = _identifier(reader.dbname)
+    statements: list[tuple[str, tuple[str, ...]]] = []
+    for host in APP_HOSTS:
+        statements += [
+            (
+                f"CREATE USER IF NOT EXISTS %s@'{host}' IDENTIFIED BY %s",
+                (reader.username, reader.password),
+            ),
+            (
+                f"ALTER USER %s@'{host}' IDENTIFIED BY %s "
+                f"WITH MAX_USER_CONNECTIONS {READ_ONLY_MAX_CONNECTIONS}",
+                (reader.username, reader.password),
+            ),
+        ]
+        statements += [
+            (f"GRANT SELECT ON {db}.{_identifier(table)} TO %s@'{host}'", (reader.username,))
+            for table in READ_ONLY_TABLES
+        ]
+    return statements
+
+
 def _identifier(name: str) -> str:
     if not name.replace("_", "").isalnum():
         raise MariaDBError("database name must be letters, digits and underscores")

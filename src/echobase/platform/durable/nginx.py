@@ -27,6 +27,7 @@ from pathlib import Path
 
 import bcrypt
 
+from echobase.app.core.names import MCP_PATH
 from echobase.platform.runtime.files import fsync_path, write_private
 
 COLOURS = ("blue", "green")
@@ -99,6 +100,8 @@ class LoadBalancerSpec:
     # colour -> the link to that colour's browser app (see platform.frontend); a colour
     # without one answers 503 for the app's pages.
     web_roots: Mapping[str, Path] = field(default_factory=dict)
+    # The durable recommendations service, served at MCP_PATH; None: no such route.
+    mcp_port: int | None = None
 
     @property
     def config_path(self) -> Path:
@@ -251,6 +254,8 @@ def render_config(spec: LoadBalancerSpec) -> str:
         lines += _upstream(f"echobase_{colour}", spec.host, spec.upstreams[colour])
     lines += _web_root_maps(spec)
     lines += _upstream("echobase_prometheus", "127.0.0.1", spec.prometheus_port)
+    if spec.mcp_port is not None:
+        lines += _upstream("echobase_mcp", spec.host, spec.mcp_port)
     lines += _redirect_server(spec)
     lines += _https_server(spec)
     for colour in sorted(spec.direct_ports):
@@ -389,6 +394,7 @@ def _https_server(spec: LoadBalancerSpec) -> list[str]:
         "        }",
         *_json_error(i2, "unavailable_prometheus", True, None, "prometheus is unavailable"),
         "",
+        *_mcp_route(spec, i2),
     ]
     if spec.active is None:
         lines += [
@@ -414,6 +420,24 @@ def _https_server(spec: LoadBalancerSpec) -> list[str]:
         )
     lines += ["    }", ""]
     return lines
+
+
+def _mcp_route(spec: LoadBalancerSpec, indent: str) -> list[str]:
+    """The recommendations service for MCP clients. Its own API key check refuses anyone
+    without the key (one place decides), so nginx passes the header along untouched."""
+    if spec.mcp_port is None:
+        return []
+    inner = indent + "    "
+    return [
+        f"{indent}location = {MCP_PATH} {{",
+        *_proxy(inner, "echobase_mcp"),
+        # Streamable HTTP may answer with an event stream: pass each event on as it comes.
+        f"{inner}proxy_buffering off;",
+        f"{inner}error_page 502 503 504 = @unavailable_mcp;",
+        f"{indent}}}",
+        *_json_error(indent, "unavailable_mcp", True, None, "recommendations are unavailable"),
+        "",
+    ]
 
 
 def _web_root_maps(spec: LoadBalancerSpec) -> list[str]:
@@ -539,6 +563,7 @@ def _validate(spec: LoadBalancerSpec) -> None:
         spec.http_port,
         spec.https_port,
         spec.prometheus_port,
+        *([] if spec.mcp_port is None else [spec.mcp_port]),
         *spec.direct_ports.values(),
         *spec.upstreams.values(),
     ]

@@ -10,8 +10,10 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
+from echobase.app.core.names import MCP_PATH
 from echobase.platform import frontend
 from echobase.platform.durable import credentials, nginx, prometheus
+from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
 from echobase.platform.durable.mariadb import PRIVATE_FILES_ENV, MariaDBServer, launch_command
 from echobase.platform.runtime.processes import python_executable
 from echobase.platform.runtime.supervisor import Program
@@ -59,6 +61,30 @@ class DurablePlan:
     def secrets_url(self) -> str:
         return self.stack.url(self.service("secrets").port)
 
+    # --- recommendations (MCP) ----------------------------------------------------------
+
+    @property
+    def mcp_url(self) -> str:
+        """The MCP endpoint on the service's own port, for the colours' gateways."""
+        return f"{self.stack.url(self.service('mcp').port)}{MCP_PATH}"
+
+    @property
+    def mcp_health_url(self) -> str:
+        return f"{self.stack.url(self.service('mcp').port)}/health"
+
+    def mcp_env(self) -> dict[str, str]:
+        """Plain settings only: the API key and the database password are in the store."""
+        service = self.service("mcp")
+        return {
+            **EMULATOR_AWS_ENV,
+            **self.stack.service_settings,
+            "ECHOBASE_HOST": self.stack.host,
+            "ECHOBASE_PORT": str(service.port),
+            "ECHOBASE_SECRETS_ENDPOINT_URL": self.secrets_url,
+            "ECHOBASE_DB_SECRET_NAME": credentials.MCP_DATABASE,
+            "ECHOBASE_MCP_KEY_SECRET_NAME": credentials.MCP_API_KEY,
+        }
+
     # --- MariaDB ------------------------------------------------------------------------
 
     @property
@@ -82,6 +108,7 @@ class DurablePlan:
             direct_ports={colour: ports[f"lb_{colour}"] for colour in COLOURS},
             upstreams={colour: self.stack.ports.of(colour)["gateway"] for colour in COLOURS},
             prometheus_port=ports["prometheus"],
+            mcp_port=ports["mcp"],
             cert_file=self.tls_dir / "lb.crt",
             key_file=self.tls_dir / "lb.key",
             htpasswd_file=self.home / "nginx" / "htpasswd",
@@ -105,6 +132,18 @@ class DurablePlan:
             port=self.service("prometheus").port,
             external_url=f"{self.lb_url}{prometheus.ROUTE_PREFIX}/",
         )
+
+    def scrape_targets(self) -> list[prometheus.ScrapeTarget]:
+        """The durable layer's own: Prometheus itself and the recommendations service."""
+        mcp = self.service("mcp")
+        return [
+            prometheus.self_target(self.prometheus),
+            prometheus.ScrapeTarget(
+                f"{self.stack.host}:{mcp.port}",
+                "/metrics",
+                {"env": self.env, "layer": "durable", "service": mcp.role},
+            ),
+        ]
 
     # --- supervisor programs ------------------------------------------------------------
 
@@ -141,6 +180,12 @@ class DurablePlan:
         if role == "prometheus":
             command = prometheus.server_command(self.prometheus)
             return Program(service.name, command, log_file=log, stopwaitsecs=60)
+        if role == "mcp":
+            # The platform's own interpreter: the durable layer outlives every release.
+            command = [python_executable(), "-m", "echobase.app.mcp"]
+            return Program(
+                service.name, command, log_file=log, environment=self.mcp_env(), stopwaitsecs=20
+            )
         raise ValueError(f"unknown durable service {role!r}")
 
     def programs(self) -> list[Program]:

@@ -112,6 +112,7 @@ class ColourPlan:
             env.setdefault("ECHOBASE_WORKERS", str(GATEWAY_WORKERS))
             env.setdefault("ECHOBASE_ALLOWED_ORIGINS", ",".join(self.origins()))
             env.setdefault("ECHOBASE_TRUSTED_PROXIES", self.stack.host)  # nginx
+            env["ECHOBASE_MCP_URL"] = self.durable.mcp_url
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         return env
 

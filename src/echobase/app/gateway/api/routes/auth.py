@@ -56,6 +56,7 @@ async def register(body: RegisterRequest, response: Response, ctx: Context) -> d
         "success": True,
         "message": "User registered successfully",
         "user": _user_json(user_id, body.username, body.email, body.fullName),
+        "recommendedProducts": await ctx.recommendations.for_user(user_id),
     }
 
 
@@ -88,6 +89,7 @@ async def login(body: LoginRequest, response: Response, ctx: Context) -> dict[st
         "success": True,
         "message": "Login successful",
         "user": _user_json(row.id, row.username, row.email, row.full_name),
+        "recommendedProducts": await ctx.recommendations.for_user(row.id),
     }
 
 

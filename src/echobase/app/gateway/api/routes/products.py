@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from echobase.app.gateway.api.deps import Context, CurrentUser
 from echobase.app.gateway.errors import unavailable
-from echobase.app.gateway.schemas import ProductsPage
+from echobase.app.gateway.schemas import ProductsPage, RecommendedList
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -27,3 +27,11 @@ async def list_products(
         "products": [p.as_json() for p in ctx.catalog.page(limit, offset)],
         "pagination": {"limit": limit, "offset": offset},
     }
+
+
+@router.get("/recommended", response_model=RecommendedList)
+async def recommended_products(ctx: Context, user: CurrentUser) -> dict[str, Any]:
+    """For the signed-in user; empty when there is nothing to recommend or the
+    recommendations service does not answer in time (it never fails the page)."""
+    products = await ctx.recommendations.for_user(user.user_id)
+    return {"success": True, "recommendedProducts": products}
