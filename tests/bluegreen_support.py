@@ -42,8 +42,10 @@ class BlueGreenSystem:
     workdir: Path
 
     @classmethod
-    def create(cls, env: str = "devlocal") -> BlueGreenSystem:
-        system = DurableSystem.create(services=TEST_SERVICE_SETTINGS)
+    def create(
+        cls, env: str = "devlocal", services: dict[str, str] | None = None
+    ) -> BlueGreenSystem:
+        system = DurableSystem.create(services={**TEST_SERVICE_SETTINGS, **(services or {})})
         workdir = Path(tempfile.mkdtemp(prefix="eb-src-", dir="/tmp"))
         release_a, _ = build_release(system.home, REPO, None)
         release_b, _ = build_release(system.home, second_commit(workdir), "HEAD")

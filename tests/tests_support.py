@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 import time
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 
 from conftest import ALLOWED_ORIGIN
+from echobase.app.db.migrate import MIGRATIONS_DIR
 
 ORIGIN_HEADERS = {"Origin": ALLOWED_ORIGIN}
 
@@ -94,21 +96,29 @@ def token_from(response: httpx.Response) -> str:
     return header.split("echobase_token=", 1)[1].split(";", 1)[0]
 
 
+# The newest revision this tree ships, and the one a test adds on top of it.
+SHIPPED_HEAD = max(
+    re.findall(r'^revision = "(\d+)"', path.read_text(), re.M)[0]
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py")
+)
+TEST_STEP = f"{int(SHIPPED_HEAD) + 1:04d}"
+
+
 def revision_script(name: str, body: str) -> str:
-    """An Alembic revision 0002 after the shipped 0001, whose upgrade() runs ``body``."""
+    """An Alembic revision TEST_STEP after the shipped head, whose upgrade() runs ``body``."""
     header = textwrap.dedent(
         f'''\
         """{name}.
 
-        Revision ID: 0002
-        Revises: 0001
+        Revision ID: {TEST_STEP}
+        Revises: {SHIPPED_HEAD}
         """
 
         import sqlalchemy as sa
         from alembic import op
 
-        revision = "0002"
-        down_revision = "0001"
+        revision = "{TEST_STEP}"
+        down_revision = "{SHIPPED_HEAD}"
         branch_labels = None
         depends_on = None
 

@@ -32,7 +32,13 @@ from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.release import build_release
 from echobase.platform.runtime.services import supervisor_for
 from echobase.platform.stack import COLOURS
-from tests_support import revision_script, wait_until, within_one_rate_window
+from tests_support import (
+    SHIPPED_HEAD,
+    TEST_STEP,
+    revision_script,
+    wait_until,
+    within_one_rate_window,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -411,18 +417,20 @@ def test_a_contracting_migration_is_refused_without_allow_contract(
     release reads and writes: the real deploy refuses before anything is applied."""
     source = second_commit(tmp_path)
     versions = source / "src" / "echobase" / "app" / "db" / "migrations" / "versions"
-    (versions / f"0002_{name}.py").write_text(revision_script(name, upgrade))
+    (versions / f"{TEST_STEP}_{name}.py").write_text(revision_script(name, upgrade))
     git(source, "add", "-A")
     git(source, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", name)
     contracting, _ = build_release(bg.system.home, source, "HEAD")
     live = active(bg)
     refused = bg.system.cli("deploy", "--release", contracting.id)
     assert refused.returncode == 1
-    assert f"revision 0002 {refusal}, which the live release still uses" in refused.stderr
+    assert f"revision {TEST_STEP} {refusal}, which the live release still uses" in refused.stderr
     assert "--allow-contract" in refused.stderr
     assert active(bg) == live
     assert "order_status" in order_columns(bg)  # nothing was applied
-    assert bg.system.query("devlocal", "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert bg.system.query("devlocal", "SELECT version_num FROM alembic_version") == [
+        (SHIPPED_HEAD,)
+    ]
 
 
 def order_columns(bg: BlueGreenSystem) -> list[str]:

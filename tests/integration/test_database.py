@@ -10,6 +10,7 @@ import pytest
 from echobase.app.db.migrate import current_heads, upgrade
 from echobase.platform.durable import mariadb
 from echobase.platform.durable.mariadb import admin_url
+from tests_support import SHIPPED_HEAD
 
 SEED = [
     (1, "Quantum Stabilizer", Decimal("249.99"), "QS-001"),
@@ -36,7 +37,7 @@ def test_upgrade_head_twice_is_a_no_op(backing):
     before = backing.query("CHECKSUM TABLE products, users")
     upgrade(url)
     upgrade(url)
-    assert current_heads(url) == {"0001"}
+    assert current_heads(url) == {SHIPPED_HEAD}
     assert backing.query("SELECT COUNT(*) FROM products") == [(11,)]
     assert backing.query("CHECKSUM TABLE products, users") == before
 

@@ -20,7 +20,7 @@ from echobase.platform.contract import (
     pending_violations,
 )
 from echobase.platform.durable import mariadb
-from tests_support import revision_script
+from tests_support import SHIPPED_HEAD, TEST_STEP, revision_script
 
 TEST_DB = "eb_contract_test"
 
@@ -56,11 +56,11 @@ def columns(server: mariadb.MariaDBServer, database: str, table: str) -> list[st
 
 
 def with_revision(tmp_path: Path, name: str, body: str) -> Path:
-    """A copy of the shipped migrations plus one more revision after 0001."""
+    """A copy of the shipped migrations plus one more revision after them."""
     migrations = tmp_path / name
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
     script = revision_script(name, body)
-    (migrations / "versions" / f"0002_{name}.py").write_text(script)
+    (migrations / "versions" / f"{TEST_STEP}_{name}.py").write_text(script)
     return migrations
 
 
@@ -85,13 +85,13 @@ def contract_db(server: mariadb.MariaDBServer) -> Iterator[str]:
 
 def test_pending_is_empty_at_head(backing, server):
     out = migrate_json("pending", server, backing.credentials.dbname)
-    assert out == {"current": ["0001"], "head": ["0001"], "revisions": []}
+    assert out == {"current": [SHIPPED_HEAD], "head": [SHIPPED_HEAD], "revisions": []}
 
 
 def test_upgrade_at_head_is_a_no_op(backing, server):
     before = backing.query("CHECKSUM TABLE products, users, orders")
     out = migrate_json("upgrade", server, backing.credentials.dbname)
-    assert out == {"from": ["0001"], "to": ["0001"]}
+    assert out == {"from": [SHIPPED_HEAD], "to": [SHIPPED_HEAD]}
     assert backing.query("CHECKSUM TABLE products, users, orders") == before
 
 
@@ -124,16 +124,17 @@ def test_unreachable_database_fails_without_json(tmp_path):
 
 def test_fresh_database_pending_then_upgrade(server, contract_db):
     pending = migrate_json("pending", server, contract_db)
-    assert pending["current"] == [] and pending["head"] == ["0001"]
-    (step,) = pending["revisions"]
+    assert pending["current"] == [] and pending["head"] == [SHIPPED_HEAD]
+    step, *later = pending["revisions"]
     assert step["revision"] == "0001"
     assert step["description"].startswith("Users, products")
     assert "CREATE TABLE orders" in step["sql"]
-    assert destructive_statements(step["sql"]) == []
+    assert [s["revision"] for s in later][-1:] == ([SHIPPED_HEAD] if later else [])
+    assert all(destructive_statements(s["sql"]) == [] for s in pending["revisions"])
     # Offline: looking at the SQL did not run it.
     assert columns(server, contract_db, "orders") == []
 
-    assert migrate_json("upgrade", server, contract_db) == {"from": [], "to": ["0001"]}
+    assert migrate_json("upgrade", server, contract_db) == {"from": [], "to": [SHIPPED_HEAD]}
     assert "order_status" in columns(server, contract_db, "orders")
 
 
@@ -143,9 +144,9 @@ def test_contract_migration_is_reported_and_expand_is_not(server, contract_db, t
 
     contract = with_revision(tmp_path, "drop_status", 'op.drop_column("orders", "order_status")')
     pending = migrate_json("pending", server, contract_db, "--migrations", str(contract))
-    assert pending["current"] == ["0001"] and pending["head"] == ["0002"]
+    assert pending["current"] == [SHIPPED_HEAD] and pending["head"] == [TEST_STEP]
     (step,) = pending["revisions"]
-    assert step["revision"] == "0002"
+    assert step["revision"] == TEST_STEP
     assert step["description"] == "drop_status."
     assert "ALTER TABLE orders DROP COLUMN order_status" in step["sql"]
     changes = [
@@ -153,10 +154,10 @@ def test_contract_migration_is_reported_and_expand_is_not(server, contract_db, t
         for change in destructive_statements(step["sql"], step["revision"])
     ]
     assert [(rev, c.kind, c.table, c.column) for rev, c in changes] == [
-        ("0002", "drop_column", "orders", "order_status")
+        (TEST_STEP, "drop_column", "orders", "order_status")
     ]
     assert contract_violations(changes, live) == [
-        "revision 0002 drops column orders.order_status, which the live release still uses"
+        f"revision {TEST_STEP} drops column orders.order_status, which the live release still uses"
     ]
 
     expand = with_revision(
@@ -175,15 +176,15 @@ def test_contract_migration_is_reported_and_expand_is_not(server, contract_db, t
     # Neither look changed anything; applying the contract step does what it showed.
     assert "order_status" in columns(server, contract_db, "orders")
     out = migrate_json("upgrade", server, contract_db, "--migrations", str(contract))
-    assert out == {"from": ["0001"], "to": ["0002"]}
+    assert out == {"from": [SHIPPED_HEAD], "to": [TEST_STEP]}
     assert "order_status" not in columns(server, contract_db, "orders")
     assert (
         migrate_json("pending", server, contract_db, "--migrations", str(contract))["revisions"]
         == []
     )
 
-    # The old release (shipping only 0001) cannot plan against a database a newer one moved
+    # The old release (shipping only SHIPPED_HEAD) cannot plan against a database a newer one moved
     # on: an error on stderr, not a traceback or a wrong answer.
     result = migrate("pending", server, "--database", contract_db, check=False)
     assert result.returncode == 1 and result.stdout == ""
-    assert "0002" in result.stderr and "Traceback" not in result.stderr
+    assert TEST_STEP in result.stderr and "Traceback" not in result.stderr

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from echobase.platform.contract import (
     destructive_statements,
     pending_violations,
 )
+from tests_support import SHIPPED_HEAD, TEST_STEP, revision_script
 
 LIVE = {
     "orders": ["id", "order_uid", "user_id", "sku", "quantity", "order_status"],
@@ -342,28 +341,18 @@ def test_the_real_models_are_the_live_schema():
 # --- through alembic's own offline SQL (no database: the current revision is given) ------------
 
 
-# The shipped head, and the test step each test below adds on top of it.
-HEAD = max(
-    re.search(r'^revision = "(\d+)"', path.read_text(), re.M)[1]  # type: ignore[index]
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py")
-)
-STEP = f"{int(HEAD) + 1:04d}"
-
-
 def _with_revision(tmp_path: Path, body: str) -> Path:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    header = '"""Test step."""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
-    header += f'revision = "{STEP}"\ndown_revision = "{HEAD}"\n\n\ndef upgrade() -> None:\n'
-    (migrations / "versions" / f"{STEP}_test.py").write_text(
-        header + textwrap.indent(textwrap.dedent(body), "    ")
+    (migrations / "versions" / f"{TEST_STEP}_test.py").write_text(
+        revision_script("Test step", body)
     )
     return migrations
 
 
 def _pending(migrations: Path) -> list[dict[str, str]]:
     url = admin_socket_url("/nonexistent.sock", "nobody", "nodb")
-    return [dict(r) for r in pending_revisions(url, migrations, current={HEAD})]
+    return [dict(r) for r in pending_revisions(url, migrations, current={SHIPPED_HEAD})]
 
 
 def test_alembic_contract_migration_is_caught(tmp_path):
@@ -378,12 +367,13 @@ def test_alembic_contract_migration_is_caught(tmp_path):
         """,
     )
     (pending,) = _pending(migrations)
-    assert pending["revision"] == STEP
+    assert pending["revision"] == TEST_STEP
     assert pending_violations([pending], models_schema()) == [
-        f"revision {STEP} drops column orders.order_status, which the live release still uses",
-        f"revision {STEP} renames column users.full_name to display_name,"
+        f"revision {TEST_STEP} drops column orders.order_status, which the live release still uses",
+        f"revision {TEST_STEP} renames column users.full_name to display_name,"
         " which the live release still uses",
-        f"revision {STEP} renames table login_failures to lockouts, which the live release still uses",
+        f"revision {TEST_STEP} renames table login_failures to lockouts,"
+        " which the live release still uses",
     ]
 
 
