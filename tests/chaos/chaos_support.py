@@ -48,7 +48,14 @@ OUTCOMES: list[Outcome] = []  # for the table at the end of the run
 FULL = os.environ.get("ECHOBASE_CHAOS", "short") == "full"
 SEED = int(os.environ.get("ECHOBASE_CHAOS_SEED", str(random.SystemRandom().randrange(10**6))))
 USERS = 6
-ORDER_MIX = (("POST", "/api/v1/orders"), ("POST", "/api/v1/orders"), ("GET", "/api/v1/products"))
+RECOMMENDED = "/api/v1/products/recommended"
+# Every scenario also asks for recommendations: each fault is a fault for that path too.
+ORDER_MIX = (
+    ("POST", "/api/v1/orders"),
+    ("POST", "/api/v1/orders"),
+    ("GET", "/api/v1/products"),
+    ("GET", RECOMMENDED),
+)
 THINK_SECONDS = 0.03
 REPEATS = 6 if FULL else 3  # faults per kill scenario
 RESTARTS = 3  # faults per restart scenario
@@ -364,6 +371,41 @@ class Chaos:
         self.notes.append(f"Prometheus ready {answered:.2f} s after the kill (WAL replayed)")
         return recovery
 
+    def kill_mcp(self) -> float:
+        """SIGKILL the recommendations service under load: the gateways answer the
+        recommended list (empty) meanwhile and get real lists again by themselves."""
+        probe = self.shopper()
+        killed = time.monotonic()
+        recovery, answered = self.kill_durable(
+            "mcp", lambda: answers(self.probe, self.durable.mcp_health_url)
+        )
+        listed = wait_for(lambda: bool(recommended(probe)), RECOVERY_LIMIT_SECONDS) - killed
+        probe.close()
+        self.notes.append(
+            f"service answered {answered:.2f} s after the kill; the live gateway listed "
+            f"recommendations again after {listed:.2f} s"
+        )
+        return recovery
+
+    def shopper(self) -> httpx.Client:
+        """A signed-in user who never orders: anything ordered at all is recommended to them."""
+        lb_url = self.durable.lb_url
+        client = httpx.Client(
+            base_url=lb_url, verify=self.verify, timeout=10, headers={"Origin": lb_url}
+        )
+        name = f"probe_{self.rng.randrange(10**9)}"
+        answer = client.post(
+            "/api/v1/auth/register",
+            json={
+                "username": name,
+                "email": f"{name}@example.com",
+                "fullName": "Chaos Probe",
+                "password": "Passw0rdX",
+            },
+        )
+        assert answer.status_code == 201, answer.text
+        return client
+
     def source_of_live(self) -> Path:
         """The checkout a user would run `echobase up` from: the one the live colour runs,
         so that up recovers and finds nothing to deploy."""
@@ -573,6 +615,14 @@ class Chaos:
                 except (ValueError, KeyError, TypeError):
                     found[message["MessageId"]] = why
         return found
+
+
+def recommended(client: httpx.Client) -> list[dict[str, Any]]:
+    try:
+        answer = client.get(RECOMMENDED)
+    except httpx.HTTPError:
+        return []
+    return answer.json()["recommendedProducts"] if answer.status_code == 200 else []
 
 
 def wait_for(condition: Callable[[], bool], limit: float) -> float:

@@ -20,6 +20,7 @@ from .chaos_support import (
     OUTAGES,
     OUTCOMES,
     QUEUED_ORDERS,
+    RECOMMENDED,
     REPEATS,
     RESTARTS,
     Chaos,
@@ -42,6 +43,7 @@ SCENARIOS: dict[str, tuple[Fault, int]] = {
     "SIGKILL the secrets store": (Chaos.kill_secrets, KILLS),
     "SIGKILL nginx's master": (Chaos.kill_nginx, KILLS),
     "SIGKILL Prometheus": (Chaos.kill_prometheus, KILLS),
+    "SIGKILL the recommendations service (MCP)": (Chaos.kill_mcp, KILLS),
     "SIGKILL supervisord, then echobase up": (Chaos.kill_supervisord, KILLS),
     f"SIGKILL the live queue server, {QUEUED_ORDERS}+ queued": (Chaos.kill_queue_server, KILLS),
     "power loss, then echobase up": (Chaos.power_loss, KILLS),
@@ -81,6 +83,10 @@ def test_no_acknowledged_order_is_lost_or_doubled(chaos: Chaos, scenario: str) -
     errors = {s.error.split(":", 1)[0] for s in samples if s.error is not None}
     assert errors <= ALLOWED_ERRORS.get(scenario, set()), errors
     assert outcome.slowest_answer < ANSWER_LIMIT_SECONDS, "an answer hung"
+    if "recommendations" in scenario:
+        # Recommendations are never worth a failed page: empty while the service is down.
+        listed = [s.status for s in samples if s.path == RECOMMENDED and s.status is not None]
+        assert len(listed) >= 20 and set(listed) == {200}, sorted(set(listed))
     if scenario.startswith(DATABASE_OUTAGES):
         # Intake does not need the database: every order sent while it was down got a 201.
         during = [
