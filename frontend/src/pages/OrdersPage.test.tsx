@@ -40,18 +40,33 @@ describe("the order form", () => {
     const submit = screen.getByRole("button", { name: "Place Order" });
     const total = screen.getByLabelText("Total price");
     expect(submit).toBeDisabled();
-    expect(total).toHaveValue("$0.00");
-    expect(total).toHaveAttribute("readonly");
+    expect(total).toHaveValue(0);
     await userEvent.selectOptions(screen.getByLabelText("Product"), "7");
     expect(submit).toBeEnabled();
-    expect(total).toHaveValue("$49.99");
+    expect(total).toHaveValue(49.99);
     const quantity = screen.getByLabelText("Quantity");
     await userEvent.clear(quantity);
     await userEvent.type(quantity, "3");
-    expect(total).toHaveValue("$149.97");
+    expect(total).toHaveValue(149.97);
   });
 
-  it("shows $0.00 for a quantity that is not a whole number from 1", async () => {
+  it("has the total as a read-only number input with the plain value, formatted beside it", async () => {
+    backend();
+    renderApp("/orders");
+    await screen.findByRole("option", { name: "Keyboard — $49.99" });
+    const total = document.querySelector<HTMLInputElement>('input[name="totalPrice"]');
+    expect(total).toHaveAttribute("type", "number");
+    expect(total).toHaveAttribute("readonly");
+    expect(total?.value).toBe("0");
+    await userEvent.selectOptions(screen.getByLabelText("Product"), "7");
+    await userEvent.clear(screen.getByLabelText("Quantity"));
+    await userEvent.type(screen.getByLabelText("Quantity"), "3");
+    expect(total?.value).toBe("149.97");
+    expect(screen.getByText("$149.97")).toBeInTheDocument();
+    expect(total).toHaveAccessibleDescription("$149.97");
+  });
+
+  it("shows 0 for a quantity that truncates below 1", async () => {
     backend();
     renderApp("/orders");
     await screen.findByRole("option", { name: "Keyboard — $49.99" });
@@ -60,9 +75,10 @@ describe("the order form", () => {
     expect(quantity).toHaveAttribute("type", "number");
     expect(quantity).toHaveAttribute("min", "1");
     await userEvent.clear(quantity);
-    expect(screen.getByLabelText("Total price")).toHaveValue("$0.00");
-    await userEvent.type(quantity, "0");
-    expect(screen.getByLabelText("Total price")).toHaveValue("$0.00");
+    expect(screen.getByLabelText("Total price")).toHaveValue(0);
+    await userEvent.type(quantity, "0.5");
+    expect(screen.getByLabelText("Total price")).toHaveValue(0);
+    expect(screen.getByText("$0.00")).toBeInTheDocument();
   });
 
   it("disables submit while the order is being sent", async () => {
@@ -100,6 +116,7 @@ describe("the order form", () => {
     expect(success).toHaveClass("message", "success");
     expect(screen.getByLabelText("Product")).toHaveValue("");
     expect(screen.getByLabelText("Quantity")).toHaveValue(1);
+    expect(document.querySelector<HTMLInputElement>('input[name="totalPrice"]')?.value).toBe("0");
     const posted = fetch.mock.calls.find(([, init]) => init?.method === "POST");
     expect(JSON.parse(String(posted?.[1]?.body))).toEqual({ productId: 10, quantity: 2 });
   });
@@ -121,5 +138,35 @@ describe("the order form", () => {
     renderApp("/orders");
     await screen.findByRole("heading", { name: "Login" });
     await waitFor(() => expect(sessionStorage.getItem("user")).toBeNull());
+  });
+});
+
+describe("a quantity with decimals", () => {
+  async function orderKeyboards(quantity: string) {
+    const fetch = backend();
+    renderApp("/orders");
+    await screen.findByRole("option", { name: "Keyboard — $49.99" });
+    await userEvent.selectOptions(screen.getByLabelText("Product"), "7");
+    await userEvent.clear(screen.getByLabelText("Quantity"));
+    await userEvent.type(screen.getByLabelText("Quantity"), quantity);
+    return fetch;
+  }
+
+  const posted = (fetch: ReturnType<typeof backend>) =>
+    fetch.mock.calls.filter(([, init]) => init?.method === "POST").map(([, init]) => JSON.parse(String(init?.body)));
+
+  it("is truncated: 2.5 shows and orders 2", async () => {
+    const fetch = await orderKeyboards("2.5");
+    expect(screen.getByLabelText("Total price")).toHaveValue(99.98);
+    await userEvent.click(screen.getByRole("button", { name: "Place Order" }));
+    await screen.findByText(/Message ID/);
+    expect(posted(fetch)).toEqual([{ productId: 7, quantity: 2 }]);
+  });
+
+  it.each(["0.5", "10000.5e1", "10001"])("that truncates outside 1..10000 (%s) is refused in the page", async (quantity) => {
+    const fetch = await orderKeyboards(quantity);
+    await userEvent.click(screen.getByRole("button", { name: "Place Order" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent("Quantity must be a whole number from 1 to 10000");
+    expect(posted(fetch)).toEqual([]);
   });
 });

@@ -5,7 +5,7 @@ import { api, ApiError } from "../api";
 import type { Product } from "../api";
 import { Field } from "../components/Field";
 import { SignedInLayout } from "../components/Layout";
-import { formatCents, parseQuantity, totalCents } from "../logic/price";
+import { centsAsNumberText, formatCents, parseQuantity, totalCents } from "../logic/price";
 
 type Message = { kind: "success" | "error"; text: string };
 
@@ -92,7 +92,20 @@ export function OrdersPage() {
           value={quantity}
           onChange={(e) => setQuantity(e.target.value)}
         />
-        <Field id="order-total" name="totalPrice" label="Total price" readOnly value={formatCents(total)} />
+        {/* The plain number, as the reference's field holds it; the formatted amount is the
+            text beside it. */}
+        <Field
+          id="order-total"
+          name="totalPrice"
+          label="Total price"
+          type="number"
+          readOnly
+          value={centsAsNumberText(total)}
+          aria-describedby="order-total-formatted"
+        />
+        <output id="order-total-formatted" htmlFor="order-total" className="total-formatted">
+          {formatCents(total)}
+        </output>
         <button type="submit" disabled={!product || busy}>
           {busy ? "Placing order…" : "Place Order"}
         </button>
