@@ -6,6 +6,40 @@ import { ADA, mockFetch, renderApp } from "./test-helpers";
 
 afterEach(() => vi.unstubAllGlobals());
 
+describe("the stored user", () => {
+  it("counts as signed in with only a username, greeted by it", async () => {
+    sessionStorage.setItem("user", JSON.stringify({ username: "ada" }));
+    mockFetch(() => ({ body: { products: [] } }));
+    renderApp("/orders", false);
+    expect(await screen.findByRole("heading", { name: "Echobase Order System" })).toBeInTheDocument();
+    expect(screen.getByText("Logged in as: ada")).toBeInTheDocument();
+  });
+
+  it.each(["not json", "[]", '"str"', '{"username": 5}', "null", '{"fullName": "Ada"}'])(
+    "is nobody for %s: the order page sends to login",
+    async (stored) => {
+      sessionStorage.setItem("user", stored);
+      mockFetch(() => ({ status: 401, body: {} }));
+      renderApp("/orders", false);
+      expect(await screen.findByRole("heading", { name: "Login" })).toBeInTheDocument();
+    },
+  );
+
+  it("shows markup in the username and full name as text", async () => {
+    const markup = "<img src=x onerror=alert(1)>";
+    mockFetch(() => ({ body: { products: [] } }));
+    sessionStorage.setItem("user", JSON.stringify({ username: markup, fullName: 5 }));
+    const { unmount } = renderApp("/orders", false);
+    expect(await screen.findByText(`Logged in as: ${markup}`)).toBeInTheDocument();
+    expect(document.querySelector("header img")).toBeNull();
+    unmount();
+    sessionStorage.setItem("user", JSON.stringify({ username: "ada", fullName: "<script>alert(1)</script>" }));
+    renderApp("/orders", false);
+    expect(await screen.findByText("Logged in as: <script>alert(1)</script>")).toBeInTheDocument();
+    expect(document.querySelector("header script")).toBeNull();
+  });
+});
+
 describe("routes and the session", () => {
   it.each(["/", "/orders", "/my-orders", "/nowhere"])("sends a signed-out visitor from %s to login", async (path) => {
     mockFetch(() => ({ status: 401, body: {} }));
@@ -13,10 +47,17 @@ describe("routes and the session", () => {
     expect(await screen.findByRole("heading", { name: "Login" })).toBeInTheDocument();
   });
 
-  it("sends a signed-in user from / and /login to the order form", async () => {
+  it.each(["/", "/login"])("sends a signed-in user from %s to the order form", async (path) => {
     mockFetch(() => ({ body: { products: [] } }));
-    renderApp("/login");
+    renderApp(path);
     expect(await screen.findByRole("heading", { name: "Echobase Order System" })).toBeInTheDocument();
+  });
+
+  it("keeps /register open to a signed-in user", async () => {
+    mockFetch(() => ({ body: { products: [] } }));
+    renderApp("/register");
+    expect(await screen.findByRole("heading", { name: "Create Account" })).toBeInTheDocument();
+    expect(JSON.parse(sessionStorage.getItem("user") ?? "null")).toEqual(ADA);
   });
 
   it("shows a failed login in an alert and stores nothing", async () => {
