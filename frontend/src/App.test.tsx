@@ -6,6 +6,48 @@ import { ADA, mockFetch, renderApp } from "./test-helpers";
 
 afterEach(() => vi.unstubAllGlobals());
 
+const RECOMMENDED = [
+  { id: 7, name: "Keyboard", cost: 49.99, sku: "KB-202" },
+  { id: 10, name: "Mouse", cost: 29.99, sku: "MS-505" },
+];
+
+async function logIn() {
+  await userEvent.type(screen.getByLabelText("Username"), "ada");
+  await userEvent.type(screen.getByLabelText("Password"), "Passw0rdX");
+  await userEvent.click(screen.getByRole("button", { name: "Login" }));
+  await screen.findByRole("heading", { name: "Echobase Order System" });
+}
+
+describe("the recommendations of a sign-in answer", () => {
+  it("are kept in localStorage as they came, and shown", async () => {
+    mockFetch((url) =>
+      url.endsWith("/auth/login")
+        ? { body: { success: true, user: ADA, recommendedProducts: RECOMMENDED } }
+        : { body: { products: [] } },
+    );
+    renderApp("/login", false);
+    await logIn();
+    expect(JSON.parse(localStorage.getItem("recommendedProducts") ?? "null")).toEqual(RECOMMENDED);
+    expect(await screen.findByRole("button", { name: /Mouse \$29\.99 SKU: MS-505/ })).toBeInTheDocument();
+  });
+
+  it.each([
+    ["no key", {}],
+    ["null", { recommendedProducts: null }],
+    ["an object", { recommendedProducts: { 0: RECOMMENDED[0] } }],
+    ["a string", { recommendedProducts: "Keyboard" }],
+  ])("replace an earlier list with none when the answer has %s", async (_, extra) => {
+    localStorage.setItem("recommendedProducts", JSON.stringify(RECOMMENDED));
+    mockFetch((url) =>
+      url.endsWith("/auth/login") ? { body: { success: true, user: ADA, ...extra } } : { body: { products: [] } },
+    );
+    renderApp("/login", false);
+    await logIn();
+    expect(localStorage.getItem("recommendedProducts")).toBeNull();
+    expect(screen.getByText("No recommendations yet")).toBeInTheDocument();
+  });
+});
+
 describe("the stored user", () => {
   it("counts as signed in with only a username, greeted by it", async () => {
     sessionStorage.setItem("user", JSON.stringify({ username: "ada" }));
@@ -84,12 +126,14 @@ describe("routes and the session", () => {
 
   it("logs out through the API, clears storage and goes to login", async () => {
     const fetch = mockFetch(() => ({ body: { products: [] } }));
+    localStorage.setItem("recommendedProducts", JSON.stringify(RECOMMENDED));
     renderApp("/orders");
     const logout = await screen.findByRole("button", { name: "Logout" });
     expect(logout).toHaveAttribute("type", "button");
     await userEvent.click(logout);
     await screen.findByRole("heading", { name: "Login" });
     expect(sessionStorage.length).toBe(0);
+    expect(localStorage.getItem("recommendedProducts")).toBeNull();
     expect(fetch.mock.calls.some(([url, init]) => String(url).endsWith("/auth/logout") && init?.method === "POST")).toBe(true);
   });
 
@@ -104,10 +148,12 @@ describe("routes and the session", () => {
 
   it("signs out locally even when the logout request fails", async () => {
     mockFetch((url) => (url.endsWith("/auth/logout") ? { status: 503, body: {} } : { body: { products: [] } }));
+    localStorage.setItem("recommendedProducts", JSON.stringify(RECOMMENDED));
     renderApp("/orders");
     await userEvent.click(await screen.findByRole("button", { name: "Logout" }));
     expect(await screen.findByRole("heading", { name: "Login" })).toBeInTheDocument();
     expect(sessionStorage.getItem("user")).toBeNull();
+    expect(localStorage.getItem("recommendedProducts")).toBeNull();
   });
 
   it("has the login page's contract: one h1, named inputs, a submit button and a link to register", () => {

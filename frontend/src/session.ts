@@ -1,7 +1,10 @@
 /** What the tab keeps about the signed-in user: their public fields in sessionStorage (for
- * the tab's life). The session itself is the gateway's HttpOnly cookie, which scripts cannot
- * read: it stays the authority, and any 401 clears all of this. Storage is read as untrusted
- * and may itself throw (disabled storage, a full quota), so every access is guarded. */
+ * the tab's life) and their recommended products in localStorage. The session itself is the
+ * gateway's HttpOnly cookie, which scripts cannot read: it stays the authority, and any 401
+ * clears all of this. Storage is read as untrusted and may itself throw (disabled storage,
+ * a full quota), so every access is guarded. */
+import { parseRecommendations } from "./logic/recommendations";
+import type { Recommendation } from "./logic/recommendations";
 
 /** Only the username is required: the page counts a stored user as signed in with just that,
  * as the reference does, and every other field may be missing. */
@@ -13,6 +16,7 @@ export interface User {
 }
 
 const USER_KEY = "user";
+export const RECOMMENDATIONS_KEY = "recommendedProducts";
 
 /** A stored value as a User: any JSON object with a string username; the other fields are
  * kept only when they have the right type. */
@@ -49,10 +53,42 @@ export function saveUser(user: User): void {
   }
 }
 
+export function loadRecommendations(): Recommendation[] {
+  try {
+    return parseRecommendations(localStorage.getItem(RECOMMENDATIONS_KEY));
+  } catch {
+    return [];
+  }
+}
+
+function forgetRecommendations(): void {
+  try {
+    localStorage.removeItem(RECOMMENDATIONS_KEY);
+  } catch {
+    // Storage unavailable: there is nothing stored to forget.
+  }
+}
+
+/** Keeps a sign-in answer's recommendedProducts as it came (the page parses it when it
+ * reads it); anything but an array removes what an earlier sign-in left. */
+export function saveRecommendations(recommendations: unknown): void {
+  if (!Array.isArray(recommendations)) {
+    forgetRecommendations();
+    return;
+  }
+  try {
+    localStorage.setItem(RECOMMENDATIONS_KEY, JSON.stringify(recommendations));
+  } catch {
+    // A full quota: better none than an earlier user's list.
+    forgetRecommendations();
+  }
+}
+
 export function clearSession(): void {
   try {
     sessionStorage.clear();
   } catch {
     // Storage unavailable: nothing was kept there.
   }
+  forgetRecommendations();
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { centsAsNumberText, formatAmount, formatCents, parseQuantity, toCents, totalCents } from "./price";
+import { centsAsNumberText, costToCents, formatAmount, formatCents, parseQuantity, toCents, totalCents } from "./price";
 
 describe("price computation", () => {
   it("reads decimal strings as cents", () => {
@@ -54,6 +54,16 @@ describe("price computation", () => {
     expect(centsAsNumberText(14990)).toBe("149.9");
     expect(centsAsNumberText(30)).toBe("0.3"); // 0.1 * 3 in floats would show 0.30000000000000004
     expect(centsAsNumberText(999990000)).toBe("9999900");
+  });
+
+  it("reads a JSON cost, number or string, as cents", () => {
+    expect(costToCents(49.99)).toBe(4999);
+    expect(costToCents(0.1)).toBe(10);
+    expect(costToCents(7)).toBe(700);
+    expect(costToCents("249.99")).toBe(24999);
+    for (const bad of [-1, 49.999, 1e21, 1e-7, Number.NaN, Infinity, "abc", "9".repeat(30), null, undefined, {}, []]) {
+      expect(costToCents(bad), String(bad)).toBeNull();
+    }
   });
 
   it("formats dollars with two decimals", () => {

@@ -30,6 +30,15 @@ export function totalCents(cost: string | undefined, quantity: string): number {
   return cents === null || count === null ? 0 : cents * count;
 }
 
+/** A cost as JSON may carry it (49.99 or "49.99") in cents; null for anything else: more
+ * than two decimals, negative, not finite, or too large to count exactly in cents. */
+export function costToCents(cost: unknown): number | null {
+  const text = typeof cost === "number" ? String(cost) : typeof cost === "string" ? cost : null;
+  if (text === null || text.length > 24) return null;
+  const cents = toCents(text);
+  return cents !== null && Number.isSafeInteger(cents) ? cents : null;
+}
+
 /** 14997 -> "149.97", 14990 -> "149.9", 0 -> "0": the amount as the plain number an
  * <input type="number"> holds (what String() of the reference's number gives), written
  * from whole cents so that no float drift can show. */
