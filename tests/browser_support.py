@@ -1,6 +1,6 @@
 """Helpers for the browser tests (tests/e2e): Chromium's flags, screenshots, a deploy through
 the CLI, what a page reported that a person would call broken, and what a person does on
-the pages (sign up, sign in, order)."""
+the pages (sign up, sign in, order) and the storage the app keeps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bluegreen_support import REPO, BlueGreenSystem, database
 from echobase.platform.durable.mariadb import app_connection
@@ -126,6 +126,21 @@ def place_order(page: Page, product_id: int, quantity: int) -> str:
 
 def session_user(page: Page) -> dict | None:
     return page.evaluate("() => JSON.parse(sessionStorage.getItem('user'))")
+
+
+Storage = Literal["localStorage", "sessionStorage"]
+
+
+def storage_item(page: Page, storage: Storage, key: str) -> str | None:
+    """The raw text the app's origin keeps under ``key`` (None when there is none)."""
+    return page.evaluate("([storage, key]) => window[storage].getItem(key)", [storage, key])
+
+
+def set_storage_item(page: Page, storage: Storage, key: str, value: str) -> None:
+    """Writes ``value`` as it is (any text, JSON or not) on the page's origin."""
+    page.evaluate(
+        "([storage, key, value]) => window[storage].setItem(key, value)", [storage, key, value]
+    )
 
 
 def assert_clean(page: Page) -> None:
