@@ -6,6 +6,82 @@ import { ADA, mockFetch, renderApp } from "./test-helpers";
 
 afterEach(() => vi.unstubAllGlobals());
 
+const RECOMMENDED = [
+  { id: 7, name: "Keyboard", cost: 49.99, sku: "KB-202" },
+  { id: 10, name: "Mouse", cost: 29.99, sku: "MS-505" },
+];
+
+async function logIn() {
+  await userEvent.type(screen.getByLabelText("Username"), "ada");
+  await userEvent.type(screen.getByLabelText("Password"), "Passw0rdX");
+  await userEvent.click(screen.getByRole("button", { name: "Login" }));
+  await screen.findByRole("heading", { name: "Echobase Order System" });
+}
+
+describe("the recommendations of a sign-in answer", () => {
+  it("are kept in localStorage as they came, and shown", async () => {
+    mockFetch((url) =>
+      url.endsWith("/auth/login")
+        ? { body: { success: true, user: ADA, recommendedProducts: RECOMMENDED } }
+        : { body: { products: [] } },
+    );
+    renderApp("/login", false);
+    await logIn();
+    expect(JSON.parse(localStorage.getItem("recommendedProducts") ?? "null")).toEqual(RECOMMENDED);
+    expect(await screen.findByRole("button", { name: /Mouse \$29\.99 SKU: MS-505/ })).toBeInTheDocument();
+  });
+
+  it.each([
+    ["no key", {}],
+    ["null", { recommendedProducts: null }],
+    ["an object", { recommendedProducts: { 0: RECOMMENDED[0] } }],
+    ["a string", { recommendedProducts: "Keyboard" }],
+  ])("replace an earlier list with none when the answer has %s", async (_, extra) => {
+    localStorage.setItem("recommendedProducts", JSON.stringify(RECOMMENDED));
+    mockFetch((url) =>
+      url.endsWith("/auth/login") ? { body: { success: true, user: ADA, ...extra } } : { body: { products: [] } },
+    );
+    renderApp("/login", false);
+    await logIn();
+    expect(localStorage.getItem("recommendedProducts")).toBeNull();
+    expect(screen.getByText("No recommendations yet")).toBeInTheDocument();
+  });
+});
+
+describe("the stored user", () => {
+  it("counts as signed in with only a username, greeted by it", async () => {
+    sessionStorage.setItem("user", JSON.stringify({ username: "ada" }));
+    mockFetch(() => ({ body: { products: [] } }));
+    renderApp("/orders", false);
+    expect(await screen.findByRole("heading", { name: "Echobase Order System" })).toBeInTheDocument();
+    expect(screen.getByText("Logged in as: ada")).toBeInTheDocument();
+  });
+
+  it.each(["not json", "[]", '"str"', '{"username": 5}', "null", '{"fullName": "Ada"}'])(
+    "is nobody for %s: the order page sends to login",
+    async (stored) => {
+      sessionStorage.setItem("user", stored);
+      mockFetch(() => ({ status: 401, body: {} }));
+      renderApp("/orders", false);
+      expect(await screen.findByRole("heading", { name: "Login" })).toBeInTheDocument();
+    },
+  );
+
+  it("shows markup in the username and full name as text", async () => {
+    const markup = "<img src=x onerror=alert(1)>";
+    mockFetch(() => ({ body: { products: [] } }));
+    sessionStorage.setItem("user", JSON.stringify({ username: markup, fullName: 5 }));
+    const { unmount } = renderApp("/orders", false);
+    expect(await screen.findByText(`Logged in as: ${markup}`)).toBeInTheDocument();
+    expect(document.querySelector("header img")).toBeNull();
+    unmount();
+    sessionStorage.setItem("user", JSON.stringify({ username: "ada", fullName: "<script>alert(1)</script>" }));
+    renderApp("/orders", false);
+    expect(await screen.findByText("Logged in as: <script>alert(1)</script>")).toBeInTheDocument();
+    expect(document.querySelector("header script")).toBeNull();
+  });
+});
+
 describe("routes and the session", () => {
   it.each(["/", "/orders", "/my-orders", "/nowhere"])("sends a signed-out visitor from %s to login", async (path) => {
     mockFetch(() => ({ status: 401, body: {} }));
@@ -13,10 +89,17 @@ describe("routes and the session", () => {
     expect(await screen.findByRole("heading", { name: "Login" })).toBeInTheDocument();
   });
 
-  it("sends a signed-in user from / and /login to the order form", async () => {
+  it.each(["/", "/login"])("sends a signed-in user from %s to the order form", async (path) => {
     mockFetch(() => ({ body: { products: [] } }));
-    renderApp("/login");
+    renderApp(path);
     expect(await screen.findByRole("heading", { name: "Echobase Order System" })).toBeInTheDocument();
+  });
+
+  it("keeps /register open to a signed-in user", async () => {
+    mockFetch(() => ({ body: { products: [] } }));
+    renderApp("/register");
+    expect(await screen.findByRole("heading", { name: "Create Account" })).toBeInTheDocument();
+    expect(JSON.parse(sessionStorage.getItem("user") ?? "null")).toEqual(ADA);
   });
 
   it("shows a failed login in an alert and stores nothing", async () => {
@@ -43,12 +126,14 @@ describe("routes and the session", () => {
 
   it("logs out through the API, clears storage and goes to login", async () => {
     const fetch = mockFetch(() => ({ body: { products: [] } }));
+    localStorage.setItem("recommendedProducts", JSON.stringify(RECOMMENDED));
     renderApp("/orders");
     const logout = await screen.findByRole("button", { name: "Logout" });
     expect(logout).toHaveAttribute("type", "button");
     await userEvent.click(logout);
     await screen.findByRole("heading", { name: "Login" });
     expect(sessionStorage.length).toBe(0);
+    expect(localStorage.getItem("recommendedProducts")).toBeNull();
     expect(fetch.mock.calls.some(([url, init]) => String(url).endsWith("/auth/logout") && init?.method === "POST")).toBe(true);
   });
 
@@ -63,10 +148,12 @@ describe("routes and the session", () => {
 
   it("signs out locally even when the logout request fails", async () => {
     mockFetch((url) => (url.endsWith("/auth/logout") ? { status: 503, body: {} } : { body: { products: [] } }));
+    localStorage.setItem("recommendedProducts", JSON.stringify(RECOMMENDED));
     renderApp("/orders");
     await userEvent.click(await screen.findByRole("button", { name: "Logout" }));
     expect(await screen.findByRole("heading", { name: "Login" })).toBeInTheDocument();
     expect(sessionStorage.getItem("user")).toBeNull();
+    expect(localStorage.getItem("recommendedProducts")).toBeNull();
   });
 
   it("has the login page's contract: one h1, named inputs, a submit button and a link to register", () => {

@@ -27,7 +27,9 @@ export function AppRoutes() {
     <Routes>
       <Route path="/" element={<Home />} />
       <Route path="/login" element={<SignedOut><LoginPage /></SignedOut>} />
-      <Route path="/register" element={<SignedOut><RegisterPage /></SignedOut>} />
+      {/* Open to a signed-in user too, as in the reference: registering signs in as the new
+          account. */}
+      <Route path="/register" element={<RegisterPage />} />
       <Route path="/orders" element={<SignedIn><OrdersPage /></SignedIn>} />
       <Route path="/my-orders" element={<SignedIn><OrderHistoryPage /></SignedIn>} />
       <Route path="*" element={<Navigate to="/" replace />} />

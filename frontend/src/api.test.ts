@@ -34,6 +34,13 @@ describe("the API wrapper", () => {
     expect(JSON.parse(String(postInit?.body))).toEqual({ productId: 3, quantity: 2 });
   });
 
+  it("asks for the recommended products at their path", async () => {
+    const fetch = mockFetch(() => ({ body: { success: true, recommendedProducts: [] } }));
+    expect(await api.recommended()).toEqual({ success: true, recommendedProducts: [] });
+    expect(fetch.mock.calls[0]?.[0]).toBe("/api/v1/products/recommended");
+    expect(fetch.mock.calls[0]?.[1]).toMatchObject({ method: "GET" });
+  });
+
   it("turns a validation failure into its list of messages", async () => {
     mockFetch(() =>
       validationFailure({ email: "Email must be a valid address", password: "Password is too weak" }),

@@ -96,6 +96,9 @@ async function request<T>(
 
 interface AuthAnswer {
   user: User;
+  /** Products to suggest on the order page; unchecked here (older gateways leave it out):
+   * session.ts keeps only an array, and the page parses it defensively. */
+  recommendedProducts?: unknown;
 }
 
 export const api = {
@@ -105,6 +108,8 @@ export const api = {
     request<AuthAnswer>("POST", "/auth/register", form),
   logout: () => request<unknown>("POST", "/auth/logout", {}, { signOutOn401: false }),
   products: () => request<{ products: Product[] }>("GET", "/products?limit=200"),
+  /** Not used by the page, which shows what the sign-in answer left in localStorage. */
+  recommended: () => request<{ recommendedProducts: unknown }>("GET", "/products/recommended"),
   placeOrder: (productId: number, quantity: number) =>
     request<{ messageId: string }>("POST", "/orders", { productId, quantity }),
   orders: () => request<{ orders: Order[] }>("GET", "/orders"),

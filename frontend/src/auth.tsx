@@ -2,12 +2,13 @@ import { createContext, useCallback, useContext, useEffect, useMemo, useState } 
 import type { ReactNode } from "react";
 import { useNavigate } from "react-router-dom";
 import { api, setUnauthorisedHandler } from "./api";
-import { clearSession, loadUser, saveUser } from "./session";
+import { clearSession, loadUser, saveRecommendations, saveUser } from "./session";
 import type { User } from "./session";
 
 interface Auth {
   user: User | null;
-  signIn: (user: User) => void;
+  /** Keeps a login or register answer: the user and its recommendedProducts. */
+  signIn: (user: User, recommendations: unknown) => void;
   signOut: () => Promise<void>;
 }
 
@@ -29,8 +30,9 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     });
   }, [forget, navigate]);
 
-  const signIn = useCallback((signedIn: User) => {
+  const signIn = useCallback((signedIn: User, recommendations: unknown) => {
     saveUser(signedIn);
+    saveRecommendations(recommendations);
     setUser(signedIn);
   }, []);
 

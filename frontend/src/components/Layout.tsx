@@ -1,5 +1,6 @@
 import type { ReactNode } from "react";
 import { useAuth } from "../auth";
+import { displayName } from "../session";
 
 /** A signed-in page: the title, who is signed in, and the way out. */
 export function SignedInLayout({ title, children }: { title: string; children: ReactNode }) {
@@ -9,7 +10,7 @@ export function SignedInLayout({ title, children }: { title: string; children: R
       <header className="page-header">
         <h1>{title}</h1>
         <div className="who">
-          <span>Logged in as: {user?.fullName}</span>
+          <span>Logged in as: {user ? displayName(user) : ""}</span>
           <button type="button" className="secondary" onClick={() => void signOut()}>
             Logout
           </button>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatAmount, formatCents, parseQuantity, toCents, totalCents } from "./price";
+import { centsAsNumberText, costToCents, formatAmount, formatCents, parseQuantity, toCents, totalCents } from "./price";
 
 describe("price computation", () => {
   it("reads decimal strings as cents", () => {
@@ -19,17 +19,51 @@ describe("price computation", () => {
 
   it("is zero without a product or with a bad quantity", () => {
     expect(totalCents(undefined, "2")).toBe(0);
-    for (const bad of ["", "0", "-1", "2.5", "abc", "10001"]) {
+    for (const bad of ["", "0", "0.9", "-1", "abc", "10001"]) {
       expect(totalCents("49.99", bad), bad).toBe(0);
     }
   });
 
-  it("accepts whole quantities from 1 to 10000", () => {
+  it("counts the truncated quantity", () => {
+    expect(totalCents("49.99", "2.5")).toBe(9998);
+    expect(totalCents("0.10", "3.99")).toBe(30);
+  });
+
+  it("accepts quantities from 1 to 10000, cutting off decimals", () => {
     expect(parseQuantity("1")).toBe(1);
     expect(parseQuantity(" 42 ")).toBe(42);
     expect(parseQuantity("10000")).toBe(10000);
-    expect(parseQuantity("10001")).toBeNull();
-    expect(parseQuantity("1.0")).toBeNull();
+    expect(parseQuantity("1.0")).toBe(1);
+    expect(parseQuantity("2.5")).toBe(2);
+    expect(parseQuantity("2.")).toBe(2);
+    expect(parseQuantity("10000.9")).toBe(10000);
+    expect(parseQuantity("1e3")).toBe(1000);
+    expect(parseQuantity("+3")).toBe(3);
+  });
+
+  it("refuses quantities that truncate outside 1..10000, and what is not a number", () => {
+    for (const bad of ["", " ", "0", "0.5", ".5", "-0.5", "-1", "10001", "1e5", "abc", "2abc", "0x10", "Infinity", "NaN", "1,5", "9".repeat(400)]) {
+      expect(parseQuantity(bad), bad).toBeNull();
+    }
+  });
+
+  it("writes cents as the plain number a number input holds", () => {
+    expect(centsAsNumberText(0)).toBe("0");
+    expect(centsAsNumberText(5)).toBe("0.05");
+    expect(centsAsNumberText(14997)).toBe("149.97");
+    expect(centsAsNumberText(14990)).toBe("149.9");
+    expect(centsAsNumberText(30)).toBe("0.3"); // 0.1 * 3 in floats would show 0.30000000000000004
+    expect(centsAsNumberText(999990000)).toBe("9999900");
+  });
+
+  it("reads a JSON cost, number or string, as cents", () => {
+    expect(costToCents(49.99)).toBe(4999);
+    expect(costToCents(0.1)).toBe(10);
+    expect(costToCents(7)).toBe(700);
+    expect(costToCents("249.99")).toBe(24999);
+    for (const bad of [-1, 49.999, 1e21, 1e-7, Number.NaN, Infinity, "abc", "9".repeat(30), null, undefined, {}, []]) {
+      expect(costToCents(bad), String(bad)).toBeNull();
+    }
   });
 
   it("formats dollars with two decimals", () => {

@@ -23,8 +23,8 @@ export function LoginPage() {
     setBusy(true);
     setError(null);
     try {
-      const { user } = await api.login(username, password);
-      signIn(user);
+      const answer = await api.login(username, password);
+      signIn(answer.user, answer.recommendedProducts);
       navigate("/orders", { replace: true });
     } catch (caught) {
       setError(caught instanceof ApiError ? caught.message : "Login failed");

@@ -5,7 +5,10 @@ import { api, ApiError } from "../api";
 import type { Product } from "../api";
 import { Field } from "../components/Field";
 import { SignedInLayout } from "../components/Layout";
-import { formatCents, parseQuantity, totalCents } from "../logic/price";
+import { Recommendations } from "../components/Recommendations";
+import { centsAsNumberText, formatCents, parseQuantity, totalCents } from "../logic/price";
+import type { Recommendation } from "../logic/recommendations";
+import { loadRecommendations } from "../session";
 
 type Message = { kind: "success" | "error"; text: string };
 
@@ -19,6 +22,8 @@ export function OrdersPage() {
   const [quantity, setQuantity] = useState("1");
   const [message, setMessage] = useState<Message | null>(null);
   const [busy, setBusy] = useState(false);
+  // Read once: the list is what the last sign-in left, and this page does not change it.
+  const [recommendations] = useState<Recommendation[]>(loadRecommendations);
 
   useEffect(() => {
     let current = true;
@@ -37,6 +42,18 @@ export function OrdersPage() {
 
   const product = products.find((p) => String(p.id) === productId);
   const total = totalCents(product?.cost, quantity);
+
+  /** Selects a recommended product if the catalogue has it; an id it lacks (a product
+   * withdrawn since the sign-in, or a broken stored entry) is said, not selected. */
+  function chooseRecommendation(recommendation: Recommendation) {
+    const chosen = products.find((p) => p.id === recommendation.id);
+    if (!chosen) {
+      setMessage({ kind: "error", text: `${recommendation.name} is not available to order` });
+      return;
+    }
+    setProductId(String(chosen.id));
+    setMessage(null);
+  }
 
   async function submit(event: FormEvent) {
     event.preventDefault();
@@ -92,7 +109,20 @@ export function OrdersPage() {
           value={quantity}
           onChange={(e) => setQuantity(e.target.value)}
         />
-        <Field id="order-total" name="totalPrice" label="Total price" readOnly value={formatCents(total)} />
+        {/* The plain number, as the reference's field holds it; the formatted amount is the
+            text beside it. */}
+        <Field
+          id="order-total"
+          name="totalPrice"
+          label="Total price"
+          type="number"
+          readOnly
+          value={centsAsNumberText(total)}
+          aria-describedby="order-total-formatted"
+        />
+        <output id="order-total-formatted" htmlFor="order-total" className="total-formatted">
+          {formatCents(total)}
+        </output>
         <button type="submit" disabled={!product || busy}>
           {busy ? "Placing order…" : "Place Order"}
         </button>
@@ -105,6 +135,7 @@ export function OrdersPage() {
           {message.text}
         </div>
       )}
+      <Recommendations recommendations={recommendations} onChoose={chooseRecommendation} />
       <nav className="page-links">
         <Link to="/my-orders">View Order History</Link>
       </nav>

@@ -5,6 +5,8 @@ import { ADA, mockFetch, renderApp, validationFailure } from "../test-helpers";
 
 afterEach(() => vi.unstubAllGlobals());
 
+const RECOMMENDED = [{ id: 7, name: "Keyboard", cost: 49.99, sku: "KB-202" }];
+
 async function fillIn(overrides: Partial<Record<string, string>> = {}) {
   const values = {
     Username: "ada",
@@ -34,10 +36,13 @@ describe("the registration page", () => {
     expect(screen.getByRole("list", { name: "Password requirements" })).toBeInTheDocument();
   });
 
-  it("registers with a normalised email, stores the user and opens the order form", async () => {
+  it("registers with a normalised email, stores the user and recommendations, and opens the order form", async () => {
     const fetch = mockFetch((url) =>
       url.endsWith("/auth/register")
-        ? { status: 201, body: { success: true, message: "User registered successfully", user: ADA } }
+        ? {
+            status: 201,
+            body: { success: true, message: "User registered successfully", user: ADA, recommendedProducts: RECOMMENDED },
+          }
         : { body: { products: [] } },
     );
     renderApp("/register", false);
@@ -51,6 +56,7 @@ describe("the registration page", () => {
       password: "Passw0rdX",
     });
     expect(JSON.parse(sessionStorage.getItem("user") ?? "null")).toEqual(ADA);
+    expect(JSON.parse(localStorage.getItem("recommendedProducts") ?? "null")).toEqual(RECOMMENDED);
   });
 
   it("shows a taken username's message from the API", async () => {

@@ -42,13 +42,13 @@ export function RegisterPage() {
     if (problems.length > 0) return;
     setBusy(true);
     try {
-      const { user } = await api.register({
+      const answer = await api.register({
         username: form.username,
         email: normaliseEmail(form.email),
         fullName: form.fullName,
         password: form.password,
       });
-      signIn(user);
+      signIn(answer.user, answer.recommendedProducts);
       navigate("/orders", { replace: true });
     } catch (caught) {
       setErrors(caught instanceof ApiError ? caught.messages : ["Registration failed"]);
