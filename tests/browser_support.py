@@ -105,6 +105,14 @@ def register(page: Page, username: str, full_name: str = "Ada Lovelace") -> None
     page.wait_for_url("**/orders")
 
 
+def end_session(page: Page) -> None:
+    """The session ends on the server's side (its cookie is gone). Requests still in flight
+    first: each authenticated answer slides the session forward with a fresh cookie, which
+    would otherwise land after the clearing and sign the page back in."""
+    page.wait_for_load_state("networkidle")
+    page.context.clear_cookies()
+
+
 def login(page: Page, username: str, password: str = PASSWORD) -> None:
     page.goto("/login")
     page.fill("input[name=username]", username)

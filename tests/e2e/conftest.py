@@ -18,7 +18,8 @@ from browser_support import CHROMIUM, CHROMIUM_ARGS, PageProblems, deploy
 # (Playwright's sync API keeps an event loop in this thread while it runs).
 @pytest.fixture(scope="package")
 def live_system() -> Iterator[BlueGreenSystem]:
-    bg = BlueGreenSystem.create()
+    # Popular products re-ranked every second: an order shows in recommendations at once.
+    bg = BlueGreenSystem.create(services={"ECHOBASE_POPULAR_REFRESH_SECONDS": "1"})
     try:
         deploy(bg, bg.release_a.id)
         yield bg

@@ -16,6 +16,7 @@ from browser_support import (
     XSS_NAME,
     assert_clean,
     deploy,
+    end_session,
     login,
     new_username,
     place_order,
@@ -258,7 +259,7 @@ def test_reload_keeps_the_session_and_logout_ends_it(page) -> None:
 
 def test_any_401_signs_the_user_out(page) -> None:
     register(page, new_username())
-    page.context.clear_cookies()  # the session ended on the server's side
+    end_session(page)
     with page.expect_response(
         lambda r: r.url.endswith("/api/v1/orders") and r.request.method == "GET"
     ) as listing:

@@ -11,6 +11,7 @@ import json
 import time
 from decimal import Decimal
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -18,6 +19,7 @@ from bluegreen_support import BlueGreenSystem
 from browser_support import (
     XSS_NAME,
     assert_clean,
+    end_session,
     login,
     new_username,
     place_order,
@@ -307,7 +309,7 @@ def test_hostile_session_users_never_break_the_page(page: Page) -> None:
 def test_a_401_clears_the_stored_user_and_recommendations(page: Page, catalogue) -> None:
     register(page, new_username())
     set_storage_item(page, "localStorage", RECOMMENDATIONS, as_stored(catalogue[:2]))
-    page.context.clear_cookies()  # the session ended on the server's side
+    end_session(page)
     page.goto("/orders")
     page.wait_for_url("**/login")
     expect(page.locator("h1")).to_have_text("Login")
@@ -327,19 +329,46 @@ def test_logout_removes_the_recommendations(page: Page, catalogue) -> None:
     assert_clean(page)
 
 
-def test_login_keeps_the_answers_recommendations(page: Page) -> None:
-    """Needs the gateway's recommendedProducts in the login answer (issue 18, backend)."""
-    username = new_username()
-    register(page, username)
+def test_sign_up_and_sign_in_keep_the_answers_recommendations(
+    page: Page, live_system: BlueGreenSystem, catalogue
+) -> None:
+    """Real recommendations, from the order history through the MCP service: someone's
+    order makes products popular; a newcomer's answers carry them, the page stores and shows
+    exactly what each answer said, and logout removes it."""
+    register(page, new_username())
+    place_order(page, catalogue[-1]["id"], 1)
     page.click("text=Logout")
     page.wait_for_url("**/login")
+    health = live_system.system.plan("devlocal").mcp_health_url
+    deadline = time.monotonic() + 20
+    while httpx.get(health, timeout=5).json()["checks"]["ranking"]["products"] == 0:
+        assert time.monotonic() < deadline, "the order was never ranked"
+        time.sleep(0.2)
+
+    username = new_username()
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/auth/register")) as answer:
+        register(page, username)
+    signed_up = answer.value.json()["recommendedProducts"]
+    assert 1 <= len(signed_up) <= 5, signed_up
+    popular = signed_up[0]
+    assert json.loads(storage_item(page, "localStorage", RECOMMENDATIONS) or "null") == signed_up
+    entries = recommendation_entries(page)
+    expect(entries).to_have_count(len(signed_up))
+    expect(entries.filter(has_text=popular["name"])).to_contain_text(popular["sku"])
+
+    page.click("text=Logout")
+    page.wait_for_url("**/login")
+    assert storage_item(page, "localStorage", RECOMMENDATIONS) is None
     with page.expect_response(lambda r: r.url.endswith("/api/v1/auth/login")) as answer:
         login(page, username)
     page.wait_for_url("**/orders")
     assert answer.value.status == 200, answer.value.text()[:300]
-    expected = answer.value.json()["recommendedProducts"]
-    assert isinstance(expected, list)
-    stored = storage_item(page, "localStorage", RECOMMENDATIONS)
-    assert stored is not None
-    assert json.loads(stored) == expected
+    signed_in = answer.value.json()["recommendedProducts"]
+    assert signed_in == signed_up  # nothing ordered in between
+    assert json.loads(storage_item(page, "localStorage", RECOMMENDATIONS) or "null") == signed_in
+    expect(entries).to_have_count(len(signed_in))
+    wait_for_catalogue(page, popular["id"])
+    entries.filter(has_text=popular["name"]).click()
+    expect(page.locator(SELECT)).to_have_value(str(popular["id"]))
+    screenshot(page, "order-page-recommendations-from-the-service")
     assert_clean(page)
