@@ -32,6 +32,8 @@ import ssl
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -124,33 +126,35 @@ def insert_orders(cur: Any, batch: list[tuple[Any, ...]]) -> None:
         )
 
 
-def time_query(creds: DatabaseCredentials, sql: str, args_of: Any, rounds: int) -> list[float]:
+@contextmanager
+def cursor(creds: DatabaseCredentials) -> Iterator[Any]:
     conn = app_connection(creds)
     try:
         with conn.cursor() as cur:
-            seconds = []
-            for i in range(rounds):
-                started = time.perf_counter()
-                cur.execute(sql, args_of(i))
-                cur.fetchall()
-                seconds.append(time.perf_counter() - started)
-            return seconds
+            yield cur
     finally:
         conn.close()
+
+
+def time_query(creds: DatabaseCredentials, sql: str, args_of: Any, rounds: int) -> list[float]:
+    seconds = []
+    with cursor(creds) as cur:
+        for i in range(rounds):
+            started = time.perf_counter()
+            cur.execute(sql, args_of(i))
+            cur.fetchall()
+            seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 def explain(creds: DatabaseCredentials, sql: str, args: tuple[Any, ...]) -> list[str]:
-    conn = app_connection(creds)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("EXPLAIN " + sql, args)
-            columns = [c[0] for c in cur.description]
-            return [
-                " ".join(f"{k}={v}" for k, v in zip(columns, row, strict=True) if v is not None)
-                for row in cur.fetchall()
-            ]
-    finally:
-        conn.close()
+    with cursor(creds) as cur:
+        cur.execute("EXPLAIN " + sql, args)
+        columns = [c[0] for c in cur.description]
+        return [
+            " ".join(f"{k}={v}" for k, v in zip(columns, row, strict=True) if v is not None)
+            for row in cur.fetchall()
+        ]
 
 
 async def tool_calls(url: str, key: str, user_ids: list[int], calls: int) -> list[float]:
@@ -262,13 +266,9 @@ def main() -> None:
 
 
 def fetch(creds: DatabaseCredentials, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    conn = app_connection(creds)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
+    with cursor(creds) as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
 
 
 def wait_listing(http: httpx.Client, name: str) -> None:

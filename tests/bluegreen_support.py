@@ -3,10 +3,16 @@ and benchmarks: everything in a temporary state directory on free ports."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from durable_support import DurableSystem
 from echobase.app.core.secrets import DatabaseCredentials
@@ -55,6 +61,29 @@ class BlueGreenSystem:
     def destroy(self) -> None:
         self.system.destroy()  # supervisord's shutdown stops the colours too
         subprocess.run(["rm", "-rf", str(self.workdir)], check=False)
+
+
+@contextmanager
+def deployed(services: dict[str, str] | None = None) -> Iterator[BlueGreenSystem]:
+    """A whole system with release A live (on green), torn down afterwards."""
+    bg = BlueGreenSystem.create(services=services)
+    try:
+        bg.system.ok("deploy", "--release", bg.release_a.id, timeout=300)
+        yield bg
+    finally:
+        bg.destroy()
+
+
+def lb_tls(bg: BlueGreenSystem) -> ssl.SSLContext:
+    """Trusts the LB's own certificate."""
+    cert = bg.system.plan("devlocal").load_balancer(None).cert_file
+    return ssl.create_default_context(cafile=str(cert))
+
+
+def lb_client(bg: BlueGreenSystem, **options: Any) -> httpx.Client:
+    """An HTTPS client of the LB (production traffic's way in)."""
+    plan = bg.system.plan("devlocal")
+    return httpx.Client(base_url=plan.lb_url, verify=lb_tls(bg), **{"timeout": 10, **options})
 
 
 def database(bg: BlueGreenSystem) -> DatabaseCredentials:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from tests_support import sign_up
+
 PASSWORD = "Passw0rdOk"
 # What each user repeats: browse the catalogue, look at its orders, place one.
 BROWSE_AND_ORDER = (
@@ -64,16 +66,7 @@ class LoadUser:
             headers={"Origin": self.url},
         )
         self.username = f"zd{self.index}_{uuid.uuid4().hex[:8]}"
-        registered = self.http.post(
-            "/api/v1/auth/register",
-            json={
-                "username": self.username,
-                "email": f"{self.username}@example.com",
-                "fullName": f"Load user {self.index}",
-                "password": PASSWORD,
-            },
-        )
-        assert registered.status_code == 201, registered.text
+        sign_up(self.http, self.username, f"Load user {self.index}", PASSWORD)
         login = self.http.post(
             "/api/v1/auth/login", json={"username": self.username, "password": PASSWORD}
         )

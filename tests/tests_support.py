@@ -90,6 +90,22 @@ def register(base_url: str, password: str = "Passw0rdX") -> str:
     return token_from(r)
 
 
+def sign_up(http: httpx.Client, username: str, full_name: str, password: str = "Passw0rdX") -> dict:
+    """Register ``username`` through ``http`` (its cookie jar keeps the session); the
+    answer's JSON."""
+    answer = http.post(
+        "/api/v1/auth/register",
+        json={
+            "username": username,
+            "email": f"{username}@example.com",
+            "fullName": full_name,
+            "password": password,
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
 def token_from(response: httpx.Response) -> str:
     """The token in Set-Cookie (httpx will not resend a Secure cookie over plain HTTP)."""
     header = response.headers["set-cookie"]

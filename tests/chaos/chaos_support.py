@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bluegreen_support import REPO, BlueGreenSystem, stored_orders
+from bluegreen_support import REPO, BlueGreenSystem, lb_client, stored_orders
 from durable_support import alive, children, cmdline
 from echobase.platform.durable.credentials import aws_client
 from echobase.platform.durable.layer import unsupervised
@@ -39,7 +39,7 @@ from echobase.platform.runtime.orphans import group_members
 from echobase.platform.runtime.services import supervisor_for
 from echobase.platform.runtime.supervisor import Supervisor
 from load_support import LoadUser, Sample
-from tests_support import receive_all
+from tests_support import receive_all, sign_up
 
 from .books import Books, Verdict, balance
 
@@ -389,21 +389,8 @@ class Chaos:
 
     def shopper(self) -> httpx.Client:
         """A signed-in user who never orders: anything ordered at all is recommended to them."""
-        lb_url = self.durable.lb_url
-        client = httpx.Client(
-            base_url=lb_url, verify=self.verify, timeout=10, headers={"Origin": lb_url}
-        )
-        name = f"probe_{self.rng.randrange(10**9)}"
-        answer = client.post(
-            "/api/v1/auth/register",
-            json={
-                "username": name,
-                "email": f"{name}@example.com",
-                "fullName": "Chaos Probe",
-                "password": "Passw0rdX",
-            },
-        )
-        assert answer.status_code == 201, answer.text
+        client = lb_client(self.bg, headers={"Origin": self.durable.lb_url})
+        sign_up(client, f"probe_{self.rng.randrange(10**9)}", "Chaos Probe")
         return client
 
     def source_of_live(self) -> Path:

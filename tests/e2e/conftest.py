@@ -4,14 +4,13 @@ HTTPS, in a temporary state directory on free ports."""
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from bluegreen_support import BlueGreenSystem
-from browser_support import CHROMIUM, CHROMIUM_ARGS, PageProblems, deploy
+from bluegreen_support import BlueGreenSystem, deployed, lb_client
+from browser_support import CHROMIUM, CHROMIUM_ARGS, PageProblems
 
 
 # Package scope: torn down once the browser tests are done, before the rest of the suite
@@ -19,12 +18,8 @@ from browser_support import CHROMIUM, CHROMIUM_ARGS, PageProblems, deploy
 @pytest.fixture(scope="package")
 def live_system() -> Iterator[BlueGreenSystem]:
     # Popular products re-ranked every second: an order shows in recommendations at once.
-    bg = BlueGreenSystem.create(services={"ECHOBASE_POPULAR_REFRESH_SECONDS": "1"})
-    try:
-        deploy(bg, bg.release_a.id)
+    with deployed(services={"ECHOBASE_POPULAR_REFRESH_SECONDS": "1"}) as bg:
         yield bg
-    finally:
-        bg.destroy()
 
 
 @pytest.fixture(scope="package")
@@ -34,9 +29,7 @@ def lb_url(live_system: BlueGreenSystem) -> str:
 
 @pytest.fixture(scope="package")
 def lb_http(live_system: BlueGreenSystem) -> Iterator[httpx.Client]:
-    plan = live_system.system.plan("devlocal")
-    context = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
-    with httpx.Client(base_url=plan.lb_url, verify=context, timeout=10) as client:
+    with lb_client(live_system) as client:
         yield client
 
 

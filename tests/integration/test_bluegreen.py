@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import subprocess
 import time
 import uuid
@@ -22,6 +21,7 @@ from bluegreen_support import (
     BlueGreenSystem,
     database,
     git,
+    lb_client,
     second_commit,
     stored_orders,
 )
@@ -54,12 +54,6 @@ def bg() -> Iterator[BlueGreenSystem]:
 
 def active(bg: BlueGreenSystem) -> str:
     return bg.system.ok("active").stdout.strip()
-
-
-def lb_client(bg: BlueGreenSystem) -> httpx.Client:
-    plan = bg.system.plan("devlocal")
-    context = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
-    return httpx.Client(base_url=plan.lb_url, verify=context, timeout=10)
 
 
 def deploy(bg: BlueGreenSystem, *args: str, release: str | None = None) -> dict:

@@ -21,11 +21,10 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bluegreen_support import BlueGreenSystem
-from browser_support import deploy
+from bluegreen_support import BlueGreenSystem, deployed, lb_client, lb_tls
 from echobase.platform.durable import credentials
 from echobase.platform.runtime.services import supervisor_for
-from tests_support import wait_until
+from tests_support import sign_up, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -37,25 +36,14 @@ RANKING = [8, 3, 5, 1, 10, 2]
 
 @pytest.fixture(scope="module")
 def bg() -> Iterator[BlueGreenSystem]:
-    system = BlueGreenSystem.create(services={"ECHOBASE_POPULAR_REFRESH_SECONDS": "1"})
-    try:
-        deploy(system, system.release_a.id)
+    with deployed(services={"ECHOBASE_POPULAR_REFRESH_SECONDS": "1"}) as system:
         yield system
-    finally:
-        system.destroy()
 
 
 @pytest.fixture(scope="module")
 def lb(bg: BlueGreenSystem) -> Iterator[httpx.Client]:
-    plan = bg.system.plan("devlocal")
-    verify = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
-    with httpx.Client(base_url=plan.lb_url, verify=verify, timeout=15) as client:
+    with lb_client(bg, timeout=15) as client:
         yield client
-
-
-def tls(bg: BlueGreenSystem) -> ssl.SSLContext:
-    cert = bg.system.plan("devlocal").load_balancer(None).cert_file
-    return ssl.create_default_context(cafile=str(cert))
 
 
 def api_key(bg: BlueGreenSystem) -> str:
@@ -66,22 +54,10 @@ class Shopper:
     """A user signed in through the LB, with their own cookie jar."""
 
     def __init__(self, bg: BlueGreenSystem) -> None:
-        plan = bg.system.plan("devlocal")
-        self.http = httpx.Client(
-            base_url=plan.lb_url, verify=tls(bg), timeout=15, headers={"Origin": plan.lb_url}
-        )
+        lb_url = bg.system.plan("devlocal").lb_url
+        self.http = lb_client(bg, timeout=15, headers={"Origin": lb_url})
         self.username = f"r_{uuid.uuid4().hex[:10]}"
-        answer = self.http.post(
-            "/api/v1/auth/register",
-            json={
-                "username": self.username,
-                "email": f"{self.username}@example.com",
-                "fullName": "Recommended Reader",
-                "password": PASSWORD,
-            },
-        )
-        assert answer.status_code == 201, answer.text
-        self.registered = answer.json()
+        self.registered = sign_up(self.http, self.username, "Recommended Reader", PASSWORD)
         self.id: int = self.registered["user"]["id"]
 
     def login(self) -> httpx.Response:
@@ -158,7 +134,7 @@ def test_a_real_mcp_client_gets_recommendations_through_the_lb_and_directly(bg, 
         call_tool(
             f"{plan.lb_url}/mcp",
             {"X-API-Key": api_key(bg)},
-            tls(bg),
+            lb_tls(bg),
             "getRecommendedProducts",
             {"userId": reader.id},
         )
@@ -204,7 +180,7 @@ def test_the_order_status_tool_answers_a_users_own_orders_only(bg, history):
 @pytest.mark.parametrize("where", ["lb", "direct"])
 def test_requests_without_the_key_or_with_a_wrong_key_are_refused(bg, history, where):
     plan = bg.system.plan("devlocal")
-    url, verify = (f"{plan.lb_url}/mcp", tls(bg)) if where == "lb" else (plan.mcp_url, True)
+    url, verify = (f"{plan.lb_url}/mcp", lb_tls(bg)) if where == "lb" else (plan.mcp_url, True)
     call = {
         "jsonrpc": "2.0",
         "id": 1,

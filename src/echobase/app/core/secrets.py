@@ -125,12 +125,13 @@ def load_database_credentials(settings: ServiceSettings) -> DatabaseCredentials:
     return DatabaseCredentials.from_secret(raw)
 
 
-def load_jwt_key(settings: ServiceSettings) -> str:
-    key = fetch_secret(
-        secrets_client(settings), settings.jwt_secret_name, settings.secret_wait_seconds
-    )
+def load_key(settings: ServiceSettings, name: str) -> str:
+    """A key secret (the JWT's, the MCP API key), refused when shorter than 256 bits."""
+    key = fetch_secret(secrets_client(settings), name, settings.secret_wait_seconds)
     if len(key.encode()) < 32:
-        raise SecretUnavailableError(
-            f"secret {settings.jwt_secret_name!r} is shorter than 256 bits; regenerate it"
-        )
+        raise SecretUnavailableError(f"secret {name!r} is shorter than 256 bits; regenerate it")
     return key
+
+
+def load_jwt_key(settings: ServiceSettings) -> str:
+    return load_key(settings, settings.jwt_secret_name)

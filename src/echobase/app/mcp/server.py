@@ -36,12 +36,7 @@ from echobase.app.core.config import McpSettings, mcp_settings
 from echobase.app.core.database import create_engine, reachable
 from echobase.app.core.logging import configure_logging
 from echobase.app.core.names import MCP_PATH
-from echobase.app.core.secrets import (
-    SecretUnavailableError,
-    fetch_secret,
-    load_database_credentials,
-    secrets_client,
-)
+from echobase.app.core.secrets import load_database_credentials, load_key
 from echobase.app.core.serve import follow_server_process
 from echobase.app.db.models import Order
 from echobase.app.mcp.contract import (
@@ -89,14 +84,7 @@ class OrderStatus(BaseModel):
 
 
 def load_api_key(settings: McpSettings) -> bytes:
-    key = fetch_secret(
-        secrets_client(settings), settings.mcp_key_secret_name, settings.secret_wait_seconds
-    )
-    if len(key.encode()) < 32:
-        raise SecretUnavailableError(
-            f"secret {settings.mcp_key_secret_name!r} is shorter than 256 bits; regenerate it"
-        )
-    return key.encode()
+    return load_key(settings, settings.mcp_key_secret_name).encode()
 
 
 def presented_key(headers: dict[bytes, bytes]) -> bytes | None:
