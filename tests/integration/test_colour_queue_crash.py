@@ -179,13 +179,18 @@ def test_a_journal_it_cannot_read_keeps_the_queue_server_down_and_says_why(
     try:
         supervisor.start("echobase-blue-sqs", wait=False)
 
+        seen: list[dict] = []
+
         def refused() -> bool:
-            sqs = {s["role"]: s for s in status(bg, "blue")["services"]}["sqs"]
-            return sqs["state"] in ("BACKOFF", "FATAL") and "line 1 is corrupt" in sqs["detail"]
+            # Kept: supervisor tries again meanwhile, and a second look may catch it STARTING.
+            seen[:] = [{s["role"]: s for s in status(bg, "blue")["services"]}["sqs"]]
+            return (
+                seen[0]["state"] in ("BACKOFF", "FATAL")
+                and "line 1 is corrupt" in (seen[0]["detail"])
+            )
 
         wait_for(refused, 60, "status naming the corrupt journal")
-        sqs = {s["role"]: s for s in status(bg, "blue")["services"]}["sqs"]
-        assert str(journal) in sqs["detail"], sqs
+        assert str(journal) in seen[0]["detail"], seen[0]
         assert journal.read_bytes() != good  # left as found, for the operator to look at
     finally:
         supervisor.stop("echobase-blue-sqs")

@@ -87,7 +87,9 @@ def test_register_returns_user_and_sets_auth_cookie(backing, gw):
     data = r.json()
     assert data["success"] is True
     assert data["message"] == "User registered successfully"
-    assert set(data) == {"success", "message", "user"}
+    # No recommendations service beside this gateway: an empty list, never a missing key.
+    assert set(data) == {"success", "message", "user", "recommendedProducts"}
+    assert data["recommendedProducts"] == []
     user = data["user"]
     assert set(user) == {"id", "username", "email", "fullName"}
     assert isinstance(user["id"], int) and user["id"] >= 1
@@ -315,6 +317,7 @@ def test_login_returns_user_and_cookie(backing, gw):
             "email": user.email,
             "fullName": "Grace Hopper",
         },
+        "recommendedProducts": [],
     }
     token = assert_auth_cookie(gw, r)
     assert token not in r.text
