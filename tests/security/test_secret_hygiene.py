@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from durable_support import children
-from echobase.platform.durable.credentials import TLS
+from echobase.platform.durable.credentials import MCP_API_KEY, TLS
 from security.live_support import register
 
 pytestmark = pytest.mark.timeout(600)
@@ -67,6 +67,20 @@ def _exercise(live) -> None:
         lb.cookies.clear()  # the session cookie would win over the forged bearer token
         forged = {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."}
         assert lb.get("/api/v1/orders", headers=forged).status_code == 401
+        # An MCP client through the LB, with the API key and with a near miss of it: the
+        # key travels in a header that neither nginx nor the service may write down.
+        key = live.system.secret("devlocal", MCP_API_KEY)
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "getRecommendedProducts", "arguments": {"userId": 1}},
+        }
+        accept = {"Accept": "application/json, text/event-stream"}
+        r = lb.post("/mcp", json=call, headers={**accept, "X-API-Key": key})
+        assert r.status_code == 200 and "result" in r.json(), r.text
+        r = lb.post("/mcp", json=call, headers={**accept, "Authorization": f"Bearer {key}x"})
+        assert r.status_code == 401, r.text
     time.sleep(1)  # the services' log lines reach their files
 
 
