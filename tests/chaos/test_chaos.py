@@ -16,11 +16,13 @@ from .chaos_support import (
     ANSWER_LIMIT_SECONDS,
     FULL,
     KILLS,
+    ORDER_MIX,
     OUTAGE_SECONDS,
     OUTAGES,
     OUTCOMES,
     QUEUED_ORDERS,
     RECOMMENDED,
+    RECOMMENDING_MIX,
     REPEATS,
     RESTARTS,
     Chaos,
@@ -66,7 +68,8 @@ def test_no_acknowledged_order_is_lost_or_doubled(chaos: Chaos, scenario: str) -
     if scenario in FULL_ONLY and not FULL:
         pytest.skip("full form only (ECHOBASE_CHAOS=full)")
     fault, count = SCENARIOS[scenario]
-    outcome, load = chaos.run(scenario, lambda: fault(chaos), count)
+    mix = RECOMMENDING_MIX if "recommendations" in scenario else ORDER_MIX
+    outcome, load = chaos.run(scenario, lambda: fault(chaos), count, mix)
     OUTCOMES.append(outcome)
     samples = load.samples()
 
