@@ -106,6 +106,16 @@ def sign_up(http: httpx.Client, username: str, full_name: str, password: str = "
     return dict(answer.json())
 
 
+# A raw MCP tools/call over Streamable HTTP (what any client sends), and the Accept it needs.
+MCP_TOOL_CALL = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "getRecommendedProducts", "arguments": {"userId": 1}},
+}
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
+
+
 def token_from(response: httpx.Response) -> str:
     """The token in Set-Cookie (httpx will not resend a Secure cookie over plain HTTP)."""
     header = response.headers["set-cookie"]

@@ -24,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from bluegreen_support import BlueGreenSystem, deployed, lb_client, lb_tls
 from echobase.platform.durable import credentials
 from echobase.platform.runtime.services import supervisor_for
-from tests_support import sign_up, wait_until
+from tests_support import MCP_ACCEPT, MCP_TOOL_CALL, sign_up, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -181,13 +181,7 @@ def test_the_order_status_tool_answers_a_users_own_orders_only(bg, history):
 def test_requests_without_the_key_or_with_a_wrong_key_are_refused(bg, history, where):
     plan = bg.system.plan("devlocal")
     url, verify = (f"{plan.lb_url}/mcp", lb_tls(bg)) if where == "lb" else (plan.mcp_url, True)
-    call = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "getRecommendedProducts", "arguments": {"userId": 1}},
-    }
-    headers = {"Accept": "application/json, text/event-stream"}
+    call, headers = MCP_TOOL_CALL, MCP_ACCEPT
     refused_before = refusals(bg)
     attempts = [
         {},

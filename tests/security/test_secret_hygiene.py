@@ -14,6 +14,7 @@ import pytest
 from durable_support import children
 from echobase.platform.durable.credentials import MCP_API_KEY, TLS
 from security.live_support import register
+from tests_support import MCP_ACCEPT, MCP_TOOL_CALL
 
 pytestmark = pytest.mark.timeout(600)
 MIN_NEEDLE = 16  # shorter values (a port, the user name "echobase") are not secrets
@@ -70,16 +71,10 @@ def _exercise(live) -> None:
         # An MCP client through the LB, with the API key and with a near miss of it: the
         # key travels in a header that neither nginx nor the service may write down.
         key = live.system.secret("devlocal", MCP_API_KEY)
-        call = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "getRecommendedProducts", "arguments": {"userId": 1}},
-        }
-        accept = {"Accept": "application/json, text/event-stream"}
-        r = lb.post("/mcp", json=call, headers={**accept, "X-API-Key": key})
+        r = lb.post("/mcp", json=MCP_TOOL_CALL, headers={**MCP_ACCEPT, "X-API-Key": key})
         assert r.status_code == 200 and "result" in r.json(), r.text
-        r = lb.post("/mcp", json=call, headers={**accept, "Authorization": f"Bearer {key}x"})
+        wrong = {**MCP_ACCEPT, "Authorization": f"Bearer {key}x"}
+        r = lb.post("/mcp", json=MCP_TOOL_CALL, headers=wrong)
         assert r.status_code == 401, r.text
     time.sleep(1)  # the services' log lines reach their files
 
