@@ -145,3 +145,52 @@ def test_retire_group_returns_once_the_port_is_free(tmp_path: Path) -> None:
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+# Behaves as nginx's master does where it matters here: it writes its own pid file, and on
+# SIGQUIT stops listening, finishes its requests, then unlinks that pid file on the way out.
+FAKE_NGINX = (
+    "import os, pathlib, signal, socket, sys, time\n"
+    "pid_file, port = pathlib.Path(sys.argv[1]), int(sys.argv[2])\n"
+    "s = socket.create_server(('127.0.0.1', port))\n"
+    "pid_file.write_text(f'{os.getpid()}\\n')\n"
+    "def quit(*a):\n"
+    "    s.close()\n"
+    "    time.sleep(1)\n"
+    "    pid_file.unlink(missing_ok=True)\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGQUIT, quit)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_the_launcher_record_outlives_a_retiring_master(tmp_path: Path) -> None:
+    """The successor starts while its predecessor still finishes requests; the predecessor's
+    exit removes nginx's pid file, never the launcher's record of the running master."""
+    port = free_port()
+    fake = tmp_path / "fake_nginx.py"
+    fake.write_text(FAKE_NGINX)
+    record, own = tmp_path / "master.pid", tmp_path / "nginx.pid"
+    argv = [
+        sys.executable, "-m", "echobase.platform.durable.nginx",
+        "--pid-file", str(record), "--ports", str(port),
+        "--", sys.executable, str(fake), str(own), str(port),
+    ]  # fmt: skip
+    masters: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(2):
+            master = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, process_group=0)
+            masters.append(master)
+            assert master.stdout is not None and master.stdout.readline().strip() == "ready"
+            assert record.read_text().strip() == str(master.pid)  # exec kept the pid
+        first, second = masters
+        assert first.wait(5) == 0  # retired gracefully, after the second began serving
+        assert not own.exists()  # what nginx's own exit does to a successor's pid file
+        assert record.read_text().strip() == str(second.pid)
+        assert port in listening_sockets()
+    finally:
+        for master in masters:
+            if master.poll() is None:
+                master.kill()
+                master.wait()

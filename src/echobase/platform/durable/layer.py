@@ -359,14 +359,15 @@ def tree_rss(pid: int) -> int:
 
 
 def declared_groups(stack: Stack) -> dict[str, tuple[int, str]]:
-    """nginx program name -> (the master's process group, the nginx binary), from each
-    environment's nginx pid file: nginx overwrites its environment block with its process
-    title, so its SUPERVISOR_* variables cannot be read back (see runtime.orphans)."""
+    """nginx program name -> (the master's process group, the nginx binary), from the pid
+    each environment's nginx launcher recorded: nginx overwrites its environment block with
+    its process title, so its SUPERVISOR_* variables cannot be read back (see
+    runtime.orphans)."""
     groups: dict[str, tuple[int, str]] = {}
     for env in stack.ports.durable:
         plan = DurablePlan(stack, env)
         try:
-            pid = int(plan.load_balancer(None).pid_file.read_text().strip())
+            pid = int(plan.load_balancer(None).master_pid_file.read_text().strip())
             binary = os.path.realpath(nginx.nginx_binary())
         except (OSError, ValueError, nginx.LoadBalancerError):
             continue

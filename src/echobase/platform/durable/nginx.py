@@ -129,7 +129,15 @@ class LoadBalancerSpec:
 
     @property
     def pid_file(self) -> Path:
+        # nginx's own: a retiring master unlinks it on exit, even after its successor
+        # rewrote it, so nothing of ours reads it (see master_pid_file).
         return self.home / "nginx.pid"
+
+    @property
+    def master_pid_file(self) -> Path:
+        """The running master's pid, written by the launcher just before it becomes nginx;
+        only a later launcher replaces it."""
+        return self.home / "master.pid"
 
     @property
     def temp_root(self) -> Path:
@@ -770,9 +778,12 @@ def _fsync_dir(path: Path) -> None:
 # listening sockets and serving with the config they had (measured: supervisor's restarts
 # then failed "address already in use" in a loop, each lasting past startsecs, so the
 # program looked RUNNING while switches reached nobody). The program supervisor runs is this
-# launcher: it retires the previous master's group, by the pid in nginx's own pid file (the
-# master rewrites its environment with its process title, so SUPERVISOR_* cannot be read
-# back), then becomes nginx (same pid, so supervisor signals nginx itself).
+# launcher: it retires the previous master's group, by the pid it recorded for that master
+# (the master rewrites its environment with its process title, so SUPERVISOR_* cannot be
+# read back), records its own pid, then becomes nginx (same pid, so supervisor signals nginx
+# itself). The record is not nginx's pid file: the retiring master, still finishing requests
+# after the new one started, unlinks that file when it exits (measured in the chaos suite: a
+# second SIGKILL of supervisord then found no nginx to replace).
 
 PREDECESSOR_TIMEOUT_SECONDS = 10.0
 
@@ -784,7 +795,7 @@ def launch_command(spec: LoadBalancerSpec, python: str) -> list[str]:
         "-m",
         "echobase.platform.durable.nginx",
         "--pid-file",
-        str(spec.pid_file),
+        str(spec.master_pid_file),
         "--ports",
         ",".join(str(port) for port in ports),
         "--",
@@ -793,9 +804,9 @@ def launch_command(spec: LoadBalancerSpec, python: str) -> list[str]:
 
 
 def retire_predecessor(pid_file: Path, binary: str, ports: list[int]) -> list[int]:
-    """SIGQUIT (graceful: stop listening, finish requests) the group of the master the pid
-    file names, if that group still has members running nginx; wait until the ports are
-    free. Returns the pids asked to leave."""
+    """SIGQUIT (graceful: stop listening, finish requests) the group of the master the
+    launcher's pid file names, if that group still has members running nginx; wait until
+    the ports are free. Returns the pids asked to leave."""
     import signal
 
     from echobase.platform.runtime.orphans import retire_group
@@ -807,6 +818,16 @@ def retire_predecessor(pid_file: Path, binary: str, ports: list[int]) -> list[in
     if pid <= 1:
         return []
     return retire_group(pid, binary, signal.SIGQUIT, ports, PREDECESSOR_TIMEOUT_SECONDS)
+
+
+def record_master(pid_file: Path) -> None:
+    """This process's pid, which nginx keeps after exec; replaced whole, so a reader never
+    sees half of it."""
+    from echobase.platform.runtime.files import write_private
+
+    partial = pid_file.with_name(f".{pid_file.name}.{os.getpid()}")
+    write_private(partial, f"{os.getpid()}\n")
+    os.replace(partial, pid_file)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -825,6 +846,7 @@ def main(argv: list[str] | None = None) -> None:
     retired = retire_predecessor(args.pid_file, os.path.realpath(command[0]), ports)
     if retired:
         print(f"retired the previous nginx group: pids {retired}", file=sys.stderr, flush=True)
+    record_master(args.pid_file)
     os.execv(command[0], command)  # noqa: S606 - our own nginx, no shell
 
 
