@@ -51,6 +51,14 @@ class DurablePlan:
     def services(self) -> list[Service]:
         return self.stack.durable_services(self.env)
 
+    # --- telemetry ----------------------------------------------------------------------
+
+    @property
+    def traces_dir(self) -> Path:
+        """Spans of every service run against this environment (its own and both colours'),
+        as OTLP JSON lines, one file per process; what `echobase trace` reads."""
+        return self.home / "telemetry" / "traces"
+
     # --- secrets store ------------------------------------------------------------------
 
     @property
