@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from echobase.platform.observability.settings import (
+    ObservabilitySettings,
+    ObservabilitySettingsError,
+)
+
 Layer = Literal["durable", "ephemeral"]
 
 ENVIRONMENTS = ("devlocal", "ci")
@@ -132,6 +137,8 @@ class FileConfig:
     ports: dict[str, dict[str, int]]
     # Plain ECHOBASE_* settings for the colours' services (rate limits, workers, ...).
     service_settings: dict[str, str]
+    # Prometheus's intervals and the alerts' thresholds ([observability]).
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
 
 # Set by the platform from the stack itself: a file must not point a service elsewhere.
@@ -157,6 +164,8 @@ def read_config_files(paths: list[Path]) -> FileConfig:
     offset: int | None = None
     merged: dict[str, dict[str, int]] = {}
     settings: dict[str, str] = {}
+    observability: dict[str, object] = {}
+    watching = ObservabilitySettings()
     for path in paths:
         if not path.is_file():
             continue
@@ -164,7 +173,7 @@ def read_config_files(paths: list[Path]) -> FileConfig:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise StackConfigError(f"{path}: {exc}") from None
-        extra = set(data) - {"port_offset", "ports", "services"}
+        extra = set(data) - {"port_offset", "ports", "services", "observability"}
         if extra:
             raise StackConfigError(f"{path}: unknown settings {sorted(extra)}")
         if "port_offset" in data:
@@ -182,7 +191,15 @@ def read_config_files(paths: list[Path]) -> FileConfig:
             if isinstance(value, bool | dict | list):
                 raise StackConfigError(f"{path}: services.{key} must be a string or number")
             settings[key] = str(value)
-    return FileConfig(offset, merged, settings)
+        table = data.get("observability", {})
+        if not isinstance(table, dict):
+            raise StackConfigError(f"{path}: [observability] must be a table")
+        observability.update(table)
+        try:  # checked after each file, so the error names the file that broke them
+            watching = ObservabilitySettings.from_table(observability)
+        except ObservabilitySettingsError as exc:
+            raise StackConfigError(f"{path}: {exc}") from None
+    return FileConfig(offset, merged, settings, watching)
 
 
 def render_ports_toml(overrides: Mapping[str, Mapping[str, int]]) -> str:
@@ -241,6 +258,7 @@ class Stack:
     ports: Ports
     host: str = HOST
     service_settings: Mapping[str, str] = field(default_factory=dict)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @classmethod
     def load(
@@ -256,7 +274,13 @@ class Stack:
                 offset = int(raw) if raw else config.port_offset or 0
             except ValueError:
                 raise StackConfigError("ECHOBASE_PORT_OFFSET must be an integer") from None
-        return cls(home, resolve_ports(offset, config.ports), HOST, config.service_settings)
+        return cls(
+            home,
+            resolve_ports(offset, config.ports),
+            HOST,
+            config.service_settings,
+            config.observability,
+        )
 
     # --- state directory --------------------------------------------------------------
 

@@ -139,6 +139,7 @@ class DurablePlan:
             host=self.stack.host,
             port=self.service("prometheus").port,
             external_url=f"{self.lb_url}{prometheus.ROUTE_PREFIX}/",
+            settings=self.stack.observability,
         )
 
     def scrape_targets(self) -> list[prometheus.ScrapeTarget]:

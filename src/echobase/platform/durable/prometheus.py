@@ -1,8 +1,10 @@
-"""Prometheus of an environment: its config and scrape targets, rendered by pure functions.
+"""Prometheus of an environment: its config, rules, dashboard and scrape targets, rendered
+by pure functions.
 
 Targets come from file-based service discovery: the platform rewrites one JSON file per
 owner (the durable layer, each colour) as services come and go, and Prometheus picks the
-change up by itself; no reload, no restart."""
+change up by itself; no reload, no restart. The rules and the console dashboard come from
+``echobase.platform.observability``; rules are reread on SIGHUP, consoles on every request."""
 
 from __future__ import annotations
 
@@ -10,12 +12,24 @@ import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from echobase.platform.observability.console import TEMPLATE_NAME
+from echobase.platform.observability.settings import ObservabilitySettings, duration
 from echobase.platform.runtime.files import write_private
 
 ROUTE_PREFIX = "/prometheus"
+# Exemplars (the trace_id the gateway and processor attach to their histograms) are kept
+# only with this feature; /api/v1/query_exemplars answers from them.
+FEATURES = ("exemplar-storage",)
+# Where Debian puts the console library (prom.lib): its examples, unless an admin copied it
+# to the package's configured directory or the upstream tarball's layout is used.
+CONSOLE_LIBRARY_SOURCES = (
+    Path("/etc/prometheus/console_libraries"),
+    Path("/usr/share/prometheus/console_libraries"),
+    Path("/usr/share/doc/prometheus/examples/console_libraries"),
+)
 
 
 @dataclass(frozen=True)
@@ -25,7 +39,7 @@ class PrometheusSpec:
     host: str
     port: int
     external_url: str  # as users reach it: through the LB
-    scrape_interval_seconds: int = 15
+    settings: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     retention: str = "7d"
 
     @property
@@ -41,8 +55,34 @@ class PrometheusSpec:
         return self.home / "targets"
 
     @property
+    def rules_file(self) -> Path:
+        return self.home / "rules" / "echobase.rules.yml"
+
+    @property
+    def consoles_dir(self) -> Path:
+        return self.home / "consoles"
+
+    @property
+    def console_libraries_dir(self) -> Path:
+        return self.home / "console_libraries"
+
+    @property
+    def local_url(self) -> str:
+        """Prometheus on its own loopback port (the platform's way in, no LB, no auth)."""
+        return f"http://{self.host}:{self.port}{ROUTE_PREFIX}"
+
+    @property
     def ready_url(self) -> str:
-        return f"http://{self.host}:{self.port}{ROUTE_PREFIX}/-/ready"
+        return f"{self.local_url}/-/ready"
+
+    @property
+    def alerts_url(self) -> str:
+        return f"{self.local_url}/api/v1/alerts"
+
+    @property
+    def dashboard_path(self) -> str:
+        """Below the LB's origin, where the basic auth of /prometheus/ applies."""
+        return f"{ROUTE_PREFIX}/consoles/{TEMPLATE_NAME}"
 
 
 @dataclass(frozen=True)
@@ -56,10 +96,11 @@ def render_config(spec: PrometheusSpec) -> str:
     """JSON is YAML, and json.dumps quotes every path correctly."""
     config = {
         "global": {
-            "scrape_interval": f"{spec.scrape_interval_seconds}s",
-            "evaluation_interval": f"{spec.scrape_interval_seconds}s",
+            "scrape_interval": duration(spec.settings.scrape_interval_seconds),
+            "evaluation_interval": duration(spec.settings.evaluation_interval_seconds),
             "external_labels": {"env": spec.env},
         },
+        "rule_files": [str(spec.rules_file)],
         "scrape_configs": [
             {
                 "job_name": "echobase",
@@ -104,7 +145,19 @@ def server_command(spec: PrometheusSpec) -> list[str]:
         f"--web.listen-address={spec.host}:{spec.port}",
         f"--web.external-url={spec.external_url}",
         f"--web.route-prefix={ROUTE_PREFIX}",
+        f"--web.console.templates={spec.consoles_dir}",
+        f"--web.console.libraries={spec.console_libraries_dir}",
+        f"--enable-feature={','.join(FEATURES)}",
     ]
+
+
+def debian_console_library(sources: Sequence[Path] = CONSOLE_LIBRARY_SOURCES) -> Path | None:
+    """Debian's prom.lib, where the installed package keeps it; None when it is missing (a
+    minimal image that drops /usr/share/doc, say)."""
+    for directory in sources:
+        if (directory / "prom.lib").is_file():
+            return directory / "prom.lib"
+    return None
 
 
 def write_targets(spec: PrometheusSpec, owner: str, targets: Sequence[ScrapeTarget]) -> None:
