@@ -49,9 +49,14 @@ class BlueGreenSystem:
 
     @classmethod
     def create(
-        cls, env: str = "devlocal", services: dict[str, str] | None = None
+        cls,
+        env: str = "devlocal",
+        services: dict[str, str] | None = None,
+        observability: dict[str, float] | None = None,
     ) -> BlueGreenSystem:
-        system = DurableSystem.create(services={**TEST_SERVICE_SETTINGS, **(services or {})})
+        system = DurableSystem.create(
+            services={**TEST_SERVICE_SETTINGS, **(services or {})}, observability=observability
+        )
         workdir = Path(tempfile.mkdtemp(prefix="eb-src-", dir="/tmp"))
         release_a, _ = build_release(system.home, REPO, None)
         release_b, _ = build_release(system.home, second_commit(workdir), "HEAD")
@@ -64,9 +69,11 @@ class BlueGreenSystem:
 
 
 @contextmanager
-def deployed(services: dict[str, str] | None = None) -> Iterator[BlueGreenSystem]:
+def deployed(
+    services: dict[str, str] | None = None, observability: dict[str, float] | None = None
+) -> Iterator[BlueGreenSystem]:
     """A whole system with release A live (on green), torn down afterwards."""
-    bg = BlueGreenSystem.create(services=services)
+    bg = BlueGreenSystem.create(services=services, observability=observability)
     try:
         bg.system.ok("deploy", "--release", bg.release_a.id, timeout=300)
         yield bg

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from echobase.platform.durable.credentials import OBSERVABILITY
 from echobase.platform.durable.layer import DurableError, DurableLayer
+from echobase.platform.durable.prometheus import CONSOLE_LIBRARY_SOURCES
 from echobase.platform.preflight import (
     PortsUnavailable,
     Unsupervised,
@@ -132,6 +133,7 @@ def setup(
         "loadBalancer": layer.plan.lb_url,
         "active": layer.active(),
         "prometheus": f"{layer.plan.lb_url}/prometheus/",
+        "dashboard": layer.dashboard_url(),
         "stateDir": str(layer.stack.home),
     }
     if as_json:
@@ -141,8 +143,14 @@ def setup(
         f"durable layer [bold]{env}[/bold] ready in {seconds:.1f}s\n"
         f"  load balancer  {result['loadBalancer']}  (live colour: {result['active']})\n"
         f"  prometheus     {result['prometheus']}  (basic auth: secret {OBSERVABILITY!r})\n"
+        f"  dashboard      {result['dashboard'] or _NO_DASHBOARD}\n"
         f"  state          {result['stateDir']}"
     )
+
+
+_NO_DASHBOARD = "not installed: Debian's console library prom.lib was not found in " + ", ".join(
+    map(str, CONSOLE_LIBRARY_SOURCES)
+)
 
 
 @app.command("teardown")

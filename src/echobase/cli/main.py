@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from echobase import __version__
-from echobase.cli import bluegreen, data, dev, durable, release
+from echobase.cli import bluegreen, dashboards, data, dev, durable, release
 from echobase.platform.doctor import run_checks
 from echobase.platform.preflight import ours
 
@@ -26,6 +26,7 @@ bluegreen.register(app)
 app.add_typer(dev.app, name="dev")
 app.add_typer(data.queues, name="queues")
 app.add_typer(data.db, name="db")
+app.add_typer(dashboards.app, name="dashboards")
 
 
 @app.command()

@@ -7,6 +7,7 @@ second setup changes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import ssl
@@ -21,6 +22,8 @@ import bcrypt
 from echobase.platform.durable import credentials, mariadb, nginx, prometheus
 from echobase.platform.durable.credentials import DurableSecrets
 from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.observability import console, rules
+from echobase.platform.observability.alerts import FiringAlert, firing_alerts
 from echobase.platform.runtime.files import private_dir, write_private_if_changed
 from echobase.platform.runtime.orphans import Orphan
 from echobase.platform.runtime.services import (
@@ -52,6 +55,14 @@ class ServiceStatus:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class AlertsReport:
+    """The firing alerts, or why they are not known (Prometheus down)."""
+
+    alerts: list[FiringAlert] | None
+    problem: str | None = None
 
 
 def _quiet(_: str) -> None:
@@ -176,13 +187,11 @@ class DurableLayer:
 
     def _setup_prometheus(self) -> None:
         spec = self.plan.prometheus
-        private_dir(spec.home)
-        private_dir(spec.data_dir)
-        changed = write_private_if_changed(spec.config_file, prometheus.render_config(spec))
+        changed = write_prometheus_files(spec)
         prometheus.write_targets(spec, "durable", self.plan.scrape_targets())
         name = self.plan.service("prometheus").name
         if changed and self._is_running(name):
-            self._reload(name)
+            self._reload(name)  # SIGHUP rereads the config and the rules
         self._run("prometheus", lambda: self._http_answers(spec.ready_url, ok=200), timeout=60)
 
     # --- running a service ---------------------------------------------------------------
@@ -228,6 +237,25 @@ class DurableLayer:
 
     def _lb_answers(self) -> bool:
         return self.active() is not None
+
+    def dashboard_url(self) -> str | None:
+        """The console dashboard through the LB (basic auth), if it is installed."""
+        spec = self.plan.prometheus
+        if not (spec.consoles_dir / console.TEMPLATE_NAME).is_file():
+            return None
+        return f"{self.plan.lb_url}{spec.dashboard_path}"
+
+    def firing_alerts(self, timeout: float = 2) -> AlertsReport:
+        """What Prometheus says fires now, asked on its loopback port."""
+        spec = self.plan.prometheus
+        try:
+            with urllib.request.urlopen(spec.alerts_url, timeout=timeout) as response:  # noqa: S310 - loopback
+                return AlertsReport(firing_alerts(json.load(response)))
+        except (OSError, ValueError, KeyError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            return AlertsReport(
+                None, f"Prometheus of {self.env} does not answer on {spec.local_url}: {reason}"
+            )
 
     def active(self) -> str | None:
         """The live colour as nginx serves it; None when nginx does not answer."""
@@ -324,6 +352,31 @@ class DurableLayer:
             return self._http_answers(self.plan.mcp_health_url, ok=200), ""
         ready = self._http_answers(self.plan.prometheus.ready_url, ok=200)
         return ready, "" if ready else "not ready"
+
+
+def write_prometheus_files(spec: prometheus.PrometheusSpec) -> bool:
+    """Config, rules and the console dashboard; True when the config or the rules changed
+    (a running Prometheus rereads those on SIGHUP, the consoles on every request). Without
+    Debian's prom.lib there is no dashboard page (`durable setup` says so), only rules."""
+    for directory in (spec.home, spec.data_dir, spec.rules_file.parent):
+        private_dir(directory)
+    changed = write_private_if_changed(spec.config_file, prometheus.render_config(spec))
+    changed |= write_private_if_changed(spec.rules_file, rules.render_rules(spec.settings))
+    private_dir(spec.consoles_dir)
+    private_dir(spec.console_libraries_dir)
+    library = prometheus.debian_console_library()
+    page = spec.consoles_dir / console.TEMPLATE_NAME
+    if library is None:
+        page.unlink(missing_ok=True)  # it would only show a template error
+        return changed
+    libraries = {
+        console.DEBIAN_LIBRARY: library.read_text(),
+        console.LIBRARY_NAME: console.render_library(),
+    }
+    for name, text in libraries.items():
+        write_private_if_changed(spec.console_libraries_dir / name, text)
+    write_private_if_changed(page, console.render_console(spec.env, COLOURS, spec.settings))
+    return changed
 
 
 def _htpasswd_matches(path: Path, user: str, password: str) -> bool:
