@@ -3,6 +3,7 @@ durable environment. Orchestration only: the steps live in platform/bluegreen.""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +20,8 @@ from echobase.platform.bluegreen import history
 from echobase.platform.bluegreen.lock import LockHeld
 from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
 from echobase.platform.bluegreen.recovery import RecoveryError, recover, resume_colours
-from echobase.platform.durable.layer import DurableError, unsupervised
+from echobase.platform.durable.layer import AlertsReport, DurableError, unsupervised
+from echobase.platform.observability.alerts import since_text
 from echobase.platform.release import (
     ReleaseError,
     build_release,
@@ -179,7 +181,8 @@ def active(env: EnvOpt = "devlocal", home: HomeOpt = None) -> None:
 
 
 def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Both colours: release, health of each service, queue depth, and which is live."""
+    """Both colours: release, health of each service, queue depth, which is live, and the
+    alerts firing in the environment's Prometheus."""
     bluegreen = _bluegreen(env, home)
     live = bluegreen.live()
     colours = []
@@ -198,6 +201,7 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
             }
         )
     orphans = unsupervised(bluegreen.stack)
+    alerts = bluegreen.durable.firing_alerts()
     if as_json:
         unsupervised_programs = [{"program": o.program, "pids": list(o.pids)} for o in orphans]
         typer.echo(
@@ -207,6 +211,13 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
                     "live": live,
                     "colours": colours,
                     "unsupervised": unsupervised_programs,
+                    # null (and why in alertsProblem) when Prometheus does not answer
+                    "alerts": (
+                        None
+                        if alerts.alerts is None
+                        else [alert.as_dict() for alert in alerts.alerts]
+                    ),
+                    "alertsProblem": alerts.problem,
                 }
             )
         )
@@ -238,6 +249,31 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
                 "" if service["healthy"] else escape(service["detail"]),
             )
     Console().print(table)
+    _print_alerts(env, alerts)
+
+
+def _print_alerts(env: str, report: AlertsReport) -> None:
+    out = Console()
+    if report.alerts is None:
+        out.print(f"[yellow]alerts unknown:[/yellow] {escape(str(report.problem))}")
+        return
+    if not report.alerts:
+        out.print(f"{env}: no alerts firing")
+        return
+    now = dt.datetime.now(dt.UTC)
+    table = Table(title=f"{env}: {len(report.alerts)} alert(s) firing")
+    for column in ("alert", "severity", "colour / service", "since", "summary"):
+        table.add_column(column)
+    for alert in report.alerts:
+        severity = "red" if alert.severity == "critical" else "yellow"
+        table.add_row(
+            alert.name,
+            f"[{severity}]{escape(alert.severity)}[/{severity}]",
+            escape(alert.about),
+            since_text(alert.since, now),
+            escape(alert.summary),
+        )
+    out.print(table)
 
 
 def _queue_cell(depth: int | None) -> str:
