@@ -27,6 +27,7 @@ import pytest
 
 from echobase.platform.durable.credentials import self_signed_certificate
 from echobase.platform.durable.nginx import (
+    PROMETHEUS_BURST,
     LoadBalancerError,
     LoadBalancerSpec,
     apply_config,
@@ -469,8 +470,8 @@ def test_password_guessing_on_prometheus_is_throttled(lb: LB) -> None:
         def guess(_: int = 0) -> int:
             return guesser.get(url, auth=(PROM_USER, "guess")).status_code
 
-        statuses += [guess() for _ in range(20)]
-        assert statuses == [401] * 20, "the burst of 20 was not let through"
+        statuses += [guess() for _ in range(PROMETHEUS_BURST)]
+        assert statuses == [401] * PROMETHEUS_BURST, "the burst was not let through"
         with ThreadPoolExecutor(max_workers=8) as pool:
             deadline = time.monotonic() + 60
             while 429 not in statuses:
