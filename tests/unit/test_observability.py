@@ -96,6 +96,9 @@ def test_the_stack_hands_its_settings_to_prometheus(tmp_path):
     config = json.loads(prometheus.render_config(spec))
     assert config["global"]["scrape_interval"] == "1s"
     assert config["rule_files"] == [str(spec.rules_file)]
+    # The LB serves the platform's own metrics on its HTTPS port, under its own certificate.
+    ca_file = DurablePlan(stack, "ci").load_balancer(None).cert_file
+    assert config["scrape_configs"][0]["tls_config"] == {"ca_file": str(ca_file)}
     command = prometheus.server_command(spec)
     assert "--enable-feature=exemplar-storage" in command
     assert f"--web.console.templates={spec.consoles_dir}" in command

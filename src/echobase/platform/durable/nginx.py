@@ -66,16 +66,17 @@ MIME_TYPES = {
 }
 COMPRESSED_TYPES = ("text/css", "application/javascript", "image/svg+xml", "application/json")
 
+# Requests to /prometheus/ let through at once before the 10 per second applies. Opening the
+# echobase console dashboard is ~25 (the page, its scripts and styles, one query per graph);
+# at 20 its last graphs were refused (429). 20 more guesses, once, cost a worker ~0.3 s.
+PROMETHEUS_BURST = 40
+
 # Basic auth is verified with crypt() inside an nginx worker, synchronously, on every request
 # (browsers resend the credentials each time), so the cost stalls production traffic sharing
 # that worker. Measured with libxcrypt on the dev box: cost 8 = ~13 ms, 10 = ~51 ms,
 # 12 = ~200 ms. 8 keeps a Prometheus dashboard refresh from adding visible latency to the API
 # while still being a slow hash; the password's own entropy is what protects a leaked file.
 HTPASSWD_BCRYPT_ROUNDS = 8
-# Requests to /prometheus/ let through at once before the 10 per second applies. Opening the
-# echobase console dashboard is ~25 (the page, its scripts and styles, one query per graph);
-# at 20 its last graphs were refused (429). 40 more guesses, once, cost a worker ~0.5 s.
-PROMETHEUS_BURST = 40
 
 _LIVE_LINE = re.compile(r"^[ \t]*set[ \t]+\$echobase_live[ \t]+(\S+?)[ \t]*;", re.MULTILINE)
 # What is interpolated into the config must not be able to end a directive or open a block.

@@ -140,6 +140,7 @@ class DurablePlan:
             port=self.service("prometheus").port,
             external_url=f"{self.lb_url}{prometheus.ROUTE_PREFIX}/",
             settings=self.stack.observability,
+            tls_ca_file=self.load_balancer(None).cert_file,
         )
 
     def scrape_targets(self) -> list[prometheus.ScrapeTarget]:

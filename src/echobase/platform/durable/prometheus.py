@@ -41,6 +41,9 @@ class PrometheusSpec:
     external_url: str  # as users reach it: through the LB
     settings: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     retention: str = "7d"
+    # Trusted for https targets (the LB serves the platform's own metrics on its HTTPS port,
+    # under its self-signed certificate); plain http targets ignore it.
+    tls_ca_file: Path | None = None
 
     @property
     def config_file(self) -> Path:
@@ -94,6 +97,14 @@ class ScrapeTarget:
 
 def render_config(spec: PrometheusSpec) -> str:
     """JSON is YAML, and json.dumps quotes every path correctly."""
+    job: dict[str, object] = {
+        "job_name": "echobase",
+        "file_sd_configs": [
+            {"files": [str(spec.targets_dir / "*.json")], "refresh_interval": "5s"}
+        ],
+    }
+    if spec.tls_ca_file is not None:
+        job["tls_config"] = {"ca_file": str(spec.tls_ca_file)}
     config = {
         "global": {
             "scrape_interval": duration(spec.settings.scrape_interval_seconds),
@@ -101,14 +112,7 @@ def render_config(spec: PrometheusSpec) -> str:
             "external_labels": {"env": spec.env},
         },
         "rule_files": [str(spec.rules_file)],
-        "scrape_configs": [
-            {
-                "job_name": "echobase",
-                "file_sd_configs": [
-                    {"files": [str(spec.targets_dir / "*.json")], "refresh_interval": "5s"}
-                ],
-            }
-        ],
+        "scrape_configs": [job],
     }
     return json.dumps(config, indent=2) + "\n"
 
