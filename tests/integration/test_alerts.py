@@ -15,6 +15,8 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -155,86 +157,85 @@ def test_status_lists_the_firing_alert(bg) -> None:
     assert "critical" in row and "green / order-processor" in row and " ago)" in row
 
 
-def open_dashboard(bg: BlueGreenSystem, browser, problems: PageProblems, failed: list[str]):  # type: ignore[no-untyped-def]
+@dataclass
+class Dashboard:
+    page: Any
+    problems: PageProblems
+    failed: list[str]  # URLs answered 400 or above
+
+
+@pytest.fixture(scope="module")
+def dashboard(bg: BlueGreenSystem) -> Iterator[Dashboard]:
+    """The dashboard opened once in Chromium, through the LB with the basic auth (a second
+    load within a second or two would meet the LB's throttle of /prometheus/)."""
+    from playwright.sync_api import sync_playwright
+
     auth = json.loads(bg.system.secret("devlocal", "echobase/observability/basic-auth"))
     plan = bg.system.plan("devlocal")
-    context = browser.new_context(
-        ignore_https_errors=True,
-        http_credentials={"username": auth["username"], "password": auth["password"]},
-        viewport={"width": 1280, "height": 900},
-    )
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    problems.watch(page)
-    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
-    # The last five minutes, not the default hour: the system is a minute old.
-    window = "#pctc{%22duration%22:300,%22endTime%22:0}"
-    page.goto(f"{plan.lb_url}{plan.prometheus.dashboard_path}{window}")
-    # Every graph has drawn: a chart, or the library's "No timeseries returned" (its
-    # loading image gone).
-    page.wait_for_function(
-        """n => {
-            const graphs = [...document.querySelectorAll('td.rickshaw_graph')];
-            return graphs.length === n && graphs.every(td =>
-                !td.querySelector('img.prom_graph_loading')
-                && (td.querySelector('svg') || td.querySelector('.prom_graph_error')));
-        }""",
-        arg=len(GRAPHS),
-    )
-    return context, page
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(
+                ignore_https_errors=True,
+                http_credentials={"username": auth["username"], "password": auth["password"]},
+                viewport={"width": 1280, "height": 900},
+            )
+            context.set_default_timeout(15_000)
+            opened = Dashboard(context.new_page(), PageProblems(), [])
+            opened.problems.watch(opened.page)
+            opened.page.on(
+                "response", lambda r: opened.failed.append(r.url) if r.status >= 400 else None
+            )
+            # The last five minutes, not the default hour: the system is minutes old.
+            window = "#pctc{%22duration%22:300,%22endTime%22:0}"
+            opened.page.goto(f"{plan.lb_url}{plan.prometheus.dashboard_path}{window}")
+            # Every graph has drawn: a chart, or the library's "No timeseries returned" (its
+            # loading image gone).
+            opened.page.wait_for_function(
+                """n => {
+                    const graphs = [...document.querySelectorAll('td.rickshaw_graph')];
+                    return graphs.length === n && graphs.every(td =>
+                        !td.querySelector('img.prom_graph_loading')
+                        && (td.querySelector('svg') || td.querySelector('.prom_graph_error')));
+                }""",
+                arg=len(GRAPHS),
+            )
+            yield opened
+        finally:
+            browser.close()
 
 
-def graph_has_data(page, title: str) -> bool:  # type: ignore[no-untyped-def]
+def graph_has_data(page: Any, title: str) -> bool:
     node = f"#graph-{title.lower().replace(' ', '-')}"
     return page.locator(f"{node} td.rickshaw_graph svg").count() > 0
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def test_the_dashboard_through_the_lb_shows_every_panel_and_the_alert(bg, browser) -> None:
-    problems, failed = PageProblems(), []
-    context, page = open_dashboard(bg, browser, problems, failed)
-    try:
-        # The whole page in the viewport: the time control sits at its bottom, not mid-page.
-        height = page.evaluate("document.documentElement.scrollHeight")
-        page.set_viewport_size({"width": 1280, "height": height})
-        path = screenshot(page, "dashboard")
-        text = page.inner_text("body")
-        assert "error executing template" not in text and "template:" not in text
-        for panel in PANELS:
-            assert panel.title in text, panel.title
-        alerts_table = page.inner_text("#firing-alerts")
-        assert "EchobaseTargetDown" in alerts_table and "order-processor" in alerts_table
-        # Stored before the processor was stopped: a metric the processor already exports.
-        assert graph_has_data(page, "Orders stored per second")
-        # Chromium asks the origin for /favicon.ico, which nobody serves; nothing else fails.
-        assert [url for url in failed if not url.endswith("/favicon.ico")] == []
-        assert problems.unexpected(allowed=("404",)) == []
-        assert path.stat().st_size > 10_000
-    finally:
-        context.close()
+def test_the_dashboard_through_the_lb_shows_every_panel_and_the_alert(dashboard) -> None:
+    page = dashboard.page
+    # The whole page in the viewport: the time control sits at its bottom, not mid-page.
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": 1280, "height": height})
+    path = screenshot(page, "dashboard")
+    text = page.inner_text("body")
+    assert "error executing template" not in text and "template:" not in text
+    for panel in PANELS:
+        assert panel.title in text, panel.title
+    alerts_table = page.inner_text("#firing-alerts")
+    assert "EchobaseTargetDown" in alerts_table and "order-processor" in alerts_table
+    # Stored before the processor was stopped: a metric the processor already exports.
+    assert graph_has_data(page, "Orders stored per second")
+    # Chromium asks the origin for /favicon.ico, which nobody serves; nothing else fails.
+    assert [url for url in dashboard.failed if not url.endswith("/favicon.ico")] == []
+    assert dashboard.problems.unexpected(allowed=("404",)) == []
+    assert path.stat().st_size > 10_000
 
 
-def test_the_dashboard_shows_live_colour_and_request_rates(bg, browser) -> None:
+def test_the_dashboard_shows_live_colour_and_request_rates(dashboard) -> None:
     """Needs the metrics branch: the gateway's echobase_http_requests_total and the
     platform's echobase_live_colour (scraped from the durable layer's own target)."""
-    context, page = open_dashboard(bg, browser, PageProblems(), [])
-    try:
-        assert page.inner_text("#live-colour") == "green"
-        assert graph_has_data(page, "Requests per second")
-        assert graph_has_data(page, "Latency p99")
-    finally:
-        context.close()
+    assert dashboard.page.inner_text("#live-colour") == "green"
+    assert graph_has_data(dashboard.page, "Requests per second")
+    assert graph_has_data(dashboard.page, "Latency p99")
 
 
 def test_orders_waiting_fire_the_queue_backlog_alert(bg) -> None:
