@@ -52,10 +52,10 @@ class BlueGreenSystem:
         cls,
         env: str = "devlocal",
         services: dict[str, str] | None = None,
-        observability: dict[str, float] | None = None,
+        monitoring: dict[str, float] | None = None,
     ) -> BlueGreenSystem:
         system = DurableSystem.create(
-            services={**TEST_SERVICE_SETTINGS, **(services or {})}, observability=observability
+            services={**TEST_SERVICE_SETTINGS, **(services or {})}, monitoring=monitoring
         )
         workdir = Path(tempfile.mkdtemp(prefix="eb-src-", dir="/tmp"))
         release_a, _ = build_release(system.home, REPO, None)
@@ -70,10 +70,10 @@ class BlueGreenSystem:
 
 @contextmanager
 def deployed(
-    services: dict[str, str] | None = None, observability: dict[str, float] | None = None
+    services: dict[str, str] | None = None, monitoring: dict[str, float] | None = None
 ) -> Iterator[BlueGreenSystem]:
     """A whole system with release A live (on green), torn down afterwards."""
-    bg = BlueGreenSystem.create(services=services, observability=observability)
+    bg = BlueGreenSystem.create(services=services, monitoring=monitoring)
     try:
         bg.system.ok("deploy", "--release", bg.release_a.id, timeout=300)
         yield bg

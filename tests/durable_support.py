@@ -69,17 +69,17 @@ class DurableSystem:
     def create(
         cls,
         services: dict[str, str] | None = None,
-        observability: dict[str, float] | None = None,
+        monitoring: dict[str, float] | None = None,
     ) -> DurableSystem:
-        """``observability``: the [observability] table (Prometheus intervals, thresholds)."""
+        """``monitoring``: the [monitoring] table (Prometheus intervals, thresholds)."""
         # Short: unix socket paths (supervisor, MariaDB) must stay under 108 bytes.
         home = Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp"))
         ports = free_port_overrides(free_ports)
         settings = "".join(f'{key} = "{value}"\n' for key, value in (services or {}).items())
         toml = render_ports_toml(ports) + (f"[services]\n{settings}" if settings else "")
-        if observability:
-            toml += "[observability]\n" + "".join(
-                f"{key} = {value}\n" for key, value in observability.items()
+        if monitoring:
+            toml += "[monitoring]\n" + "".join(
+                f"{key} = {value}\n" for key, value in monitoring.items()
             )
         (home / "echobase.toml").write_text(toml)
         (home / "echobase.toml").chmod(0o600)

@@ -1,6 +1,6 @@
 """Alerts and the dashboard on a whole system (issue 19): green live with users ordering
 through the load balancer, green's order processor stopped with supervisor and started
-again. Prometheus runs with second-long intervals and `for:` durations ([observability] in
+again. Prometheus runs with second-long intervals and `for:` durations ([monitoring] in
 echobase.toml), so each alert fires and clears within seconds.
 
 The tests share one system and run in file order. Two of them need metrics from the issue's
@@ -23,14 +23,14 @@ import pytest
 
 from bluegreen_support import BlueGreenSystem, deployed
 from browser_support import CHROMIUM, CHROMIUM_ARGS, PageProblems, screenshot
-from echobase.platform.observability.catalogue import PANELS
+from echobase.platform.monitoring.catalogue import PANELS
 from echobase.platform.runtime.services import supervisor_for
 from load_support import LoadUser
 from tests_support import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
-OBSERVABILITY = {
+MONITORING = {
     "scrape_interval_seconds": 1,
     "evaluation_interval_seconds": 1,
     "rate_window_seconds": 10,
@@ -46,7 +46,7 @@ GRAPHS = [panel for panel in PANELS if panel.kind != "table"]
 
 @pytest.fixture(scope="module")
 def bg() -> Iterator[BlueGreenSystem]:
-    with deployed(observability=OBSERVABILITY) as system:
+    with deployed(monitoring=MONITORING) as system:
         yield system
 
 

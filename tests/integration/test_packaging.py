@@ -28,8 +28,8 @@ def test_wheel_carries_migrations_dashboards_and_the_console_script(tmp_path: Pa
     assert "echobase/app/db/migrations/env.py" in names
     assert "echobase/app/db/migrations/versions/0001_initial_schema.py" in names
     # For teams with their own Grafana and Prometheus (echobase dashboards export).
-    assert "echobase/platform/observability/shipped/echobase.json" in names
-    assert "echobase/platform/observability/shipped/echobase-rules.yml" in names
+    assert "echobase/platform/monitoring/shipped/echobase.json" in names
+    assert "echobase/platform/monitoring/shipped/echobase-rules.yml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "echobase = echobase.cli.main:app" in text

@@ -24,16 +24,16 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, genera
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE
 from echobase.platform.durable import prometheus
 from echobase.platform.durable.layer import write_prometheus_files
-from echobase.platform.observability import console
-from echobase.platform.observability.catalogue import ALERTS, PANELS
-from echobase.platform.observability.rules import render_rules, to_yaml
-from echobase.platform.observability.settings import ObservabilitySettings
+from echobase.platform.monitoring import console
+from echobase.platform.monitoring.catalogue import ALERTS, PANELS
+from echobase.platform.monitoring.rules import render_rules, to_yaml
+from echobase.platform.monitoring.settings import MonitoringSettings
 from echobase.platform.runtime.processes import free_ports, spawn, terminate, wait_http
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="Debian's promtool not installed")
 
-SETTINGS = ObservabilitySettings(
+SETTINGS = MonitoringSettings(
     scrape_interval_seconds=1,
     evaluation_interval_seconds=1,
     rate_window_seconds=10,
@@ -63,7 +63,7 @@ def test_promtool_accepts_the_rendered_rules_and_config(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(ALERTS) + 5} rules found" in checked.stdout + checked.stderr
     default = tmp_path / "default-rules.yml"
-    default.write_text(render_rules(ObservabilitySettings()))
+    default.write_text(render_rules(MonitoringSettings()))
     checked = promtool("check", "rules", str(default), cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 

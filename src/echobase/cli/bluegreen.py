@@ -21,7 +21,7 @@ from echobase.platform.bluegreen.lock import LockHeld
 from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
 from echobase.platform.bluegreen.recovery import RecoveryError, recover, resume_colours
 from echobase.platform.durable.layer import AlertsReport, DurableError, unsupervised
-from echobase.platform.observability.alerts import since_text
+from echobase.platform.monitoring.alerts import since_text
 from echobase.platform.release import (
     ReleaseError,
     build_release,

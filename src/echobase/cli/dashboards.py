@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from echobase.cli.durable import HomeOpt, load_stack
-from echobase.platform.observability import shipped
+from echobase.platform.monitoring import shipped
 
 app = typer.Typer(help="Dashboards and alert rules for your own Grafana/Prometheus.")
 
@@ -20,7 +20,7 @@ def export(
     home: HomeOpt = None,
 ) -> None:
     """Write echobase.json (Grafana 10+, data source ${DS_PROMETHEUS}) and
-    echobase-rules.yml with this system's thresholds ([observability] in echobase.toml)."""
-    settings = load_stack(home).observability
+    echobase-rules.yml with this system's thresholds ([monitoring] in echobase.toml)."""
+    settings = load_stack(home).monitoring
     for path in shipped.write(directory, settings):
         typer.echo(str(path))

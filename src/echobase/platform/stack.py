@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from echobase.platform.observability.settings import (
-    ObservabilitySettings,
-    ObservabilitySettingsError,
+from echobase.platform.monitoring.settings import (
+    MonitoringSettings,
+    MonitoringSettingsError,
 )
 
 Layer = Literal["durable", "ephemeral"]
@@ -137,8 +137,8 @@ class FileConfig:
     ports: dict[str, dict[str, int]]
     # Plain ECHOBASE_* settings for the colours' services (rate limits, workers, ...).
     service_settings: dict[str, str]
-    # Prometheus's intervals and the alerts' thresholds ([observability]).
-    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    # Prometheus's intervals and the alerts' thresholds ([monitoring]).
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
 
 
 # Set by the platform from the stack itself: a file must not point a service elsewhere.
@@ -164,8 +164,8 @@ def read_config_files(paths: list[Path]) -> FileConfig:
     offset: int | None = None
     merged: dict[str, dict[str, int]] = {}
     settings: dict[str, str] = {}
-    observability: dict[str, object] = {}
-    watching = ObservabilitySettings()
+    monitoring: dict[str, object] = {}
+    watching = MonitoringSettings()
     for path in paths:
         if not path.is_file():
             continue
@@ -173,7 +173,7 @@ def read_config_files(paths: list[Path]) -> FileConfig:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise StackConfigError(f"{path}: {exc}") from None
-        extra = set(data) - {"port_offset", "ports", "services", "observability"}
+        extra = set(data) - {"port_offset", "ports", "services", "monitoring"}
         if extra:
             raise StackConfigError(f"{path}: unknown settings {sorted(extra)}")
         if "port_offset" in data:
@@ -191,13 +191,13 @@ def read_config_files(paths: list[Path]) -> FileConfig:
             if isinstance(value, bool | dict | list):
                 raise StackConfigError(f"{path}: services.{key} must be a string or number")
             settings[key] = str(value)
-        table = data.get("observability", {})
+        table = data.get("monitoring", {})
         if not isinstance(table, dict):
-            raise StackConfigError(f"{path}: [observability] must be a table")
-        observability.update(table)
+            raise StackConfigError(f"{path}: [monitoring] must be a table")
+        monitoring.update(table)
         try:  # checked after each file, so the error names the file that broke them
-            watching = ObservabilitySettings.from_table(observability)
-        except ObservabilitySettingsError as exc:
+            watching = MonitoringSettings.from_table(monitoring)
+        except MonitoringSettingsError as exc:
             raise StackConfigError(f"{path}: {exc}") from None
     return FileConfig(offset, merged, settings, watching)
 
@@ -258,7 +258,7 @@ class Stack:
     ports: Ports
     host: str = HOST
     service_settings: Mapping[str, str] = field(default_factory=dict)
-    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
 
     @classmethod
     def load(
@@ -279,7 +279,7 @@ class Stack:
             resolve_ports(offset, config.ports),
             HOST,
             config.service_settings,
-            config.observability,
+            config.monitoring,
         )
 
     # --- state directory --------------------------------------------------------------

@@ -22,8 +22,8 @@ import bcrypt
 from echobase.platform.durable import credentials, mariadb, nginx, prometheus
 from echobase.platform.durable.credentials import DurableSecrets
 from echobase.platform.durable.plan import DurablePlan
-from echobase.platform.observability import console, rules
-from echobase.platform.observability.alerts import FiringAlert, firing_alerts
+from echobase.platform.monitoring import console, rules
+from echobase.platform.monitoring.alerts import FiringAlert, firing_alerts
 from echobase.platform.runtime.files import private_dir, write_private_if_changed
 from echobase.platform.runtime.orphans import Orphan
 from echobase.platform.runtime.services import (

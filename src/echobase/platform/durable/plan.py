@@ -139,7 +139,7 @@ class DurablePlan:
             host=self.stack.host,
             port=self.service("prometheus").port,
             external_url=f"{self.lb_url}{prometheus.ROUTE_PREFIX}/",
-            settings=self.stack.observability,
+            settings=self.stack.monitoring,
             tls_ca_file=self.load_balancer(None).cert_file,
         )
 

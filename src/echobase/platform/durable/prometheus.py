@@ -4,7 +4,7 @@ by pure functions.
 Targets come from file-based service discovery: the platform rewrites one JSON file per
 owner (the durable layer, each colour) as services come and go, and Prometheus picks the
 change up by itself; no reload, no restart. The rules and the console dashboard come from
-``echobase.platform.observability``; rules are reread on SIGHUP, consoles on every request."""
+``echobase.platform.monitoring``; rules are reread on SIGHUP, consoles on every request."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echobase.platform.observability.console import TEMPLATE_NAME
-from echobase.platform.observability.settings import ObservabilitySettings, duration
+from echobase.platform.monitoring.console import TEMPLATE_NAME
+from echobase.platform.monitoring.settings import MonitoringSettings, duration
 from echobase.platform.runtime.files import write_private
 
 ROUTE_PREFIX = "/prometheus"
@@ -39,7 +39,7 @@ class PrometheusSpec:
     host: str
     port: int
     external_url: str  # as users reach it: through the LB
-    settings: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    settings: MonitoringSettings = field(default_factory=MonitoringSettings)
     retention: str = "7d"
     # Trusted for https targets (the LB serves the platform's own metrics on its HTTPS port,
     # under its self-signed certificate); plain http targets ignore it.

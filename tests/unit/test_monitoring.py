@@ -14,17 +14,17 @@ import yaml
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE
 from echobase.platform.durable import prometheus
 from echobase.platform.durable.plan import DurablePlan
-from echobase.platform.observability import console, grafana, rules, shipped
-from echobase.platform.observability.alerts import age, firing_alerts, since_text
-from echobase.platform.observability.catalogue import ALERTS, PANELS, RECORDING_RULES
-from echobase.platform.observability.settings import (
-    ObservabilitySettings,
-    ObservabilitySettingsError,
+from echobase.platform.monitoring import console, grafana, rules, shipped
+from echobase.platform.monitoring.alerts import age, firing_alerts, since_text
+from echobase.platform.monitoring.catalogue import ALERTS, PANELS, RECORDING_RULES
+from echobase.platform.monitoring.settings import (
+    MonitoringSettings,
+    MonitoringSettingsError,
     duration,
 )
 from echobase.platform.stack import Stack, StackConfigError, read_config_files
 
-SHORT = ObservabilitySettings(
+SHORT = MonitoringSettings(
     scrape_interval_seconds=1,
     evaluation_interval_seconds=0.5,
     rate_window_seconds=10,
@@ -68,29 +68,29 @@ def test_durations_are_written_in_the_largest_exact_unit():
     ],
 )
 def test_bad_settings_are_refused_naming_the_key(table, complaint):
-    with pytest.raises(ObservabilitySettingsError, match=re.escape(complaint)):
-        ObservabilitySettings.from_table(table)
+    with pytest.raises(MonitoringSettingsError, match=re.escape(complaint)):
+        MonitoringSettings.from_table(table)
 
 
 def test_echobase_toml_sets_them_and_a_bad_value_names_its_file(tmp_path):
     first, second = tmp_path / "a.toml", tmp_path / "b.toml"
-    first.write_text("[observability]\nscrape_interval_seconds = 2\nrate_window_seconds = 30\n")
-    second.write_text("[observability]\nqueue_age_seconds = 7.5\n")
-    settings = read_config_files([first, second]).observability
+    first.write_text("[monitoring]\nscrape_interval_seconds = 2\nrate_window_seconds = 30\n")
+    second.write_text("[monitoring]\nqueue_age_seconds = 7.5\n")
+    settings = read_config_files([first, second]).monitoring
     assert (settings.scrape_interval_seconds, settings.queue_age_seconds) == (2, 7.5)
     assert settings.rate_window_seconds == 30
-    assert settings.target_down_for_seconds == ObservabilitySettings().target_down_for_seconds
+    assert settings.target_down_for_seconds == MonitoringSettings().target_down_for_seconds
 
-    second.write_text("[observability]\nrate_window_seconds = 3\n")
+    second.write_text("[monitoring]\nrate_window_seconds = 3\n")
     with pytest.raises(StackConfigError, match=re.escape(str(second))):
         read_config_files([first, second])
-    second.write_text("observability = 3\n")
+    second.write_text("monitoring = 3\n")
     with pytest.raises(StackConfigError, match="must be a table"):
         read_config_files([first, second])
 
 
 def test_the_stack_hands_its_settings_to_prometheus(tmp_path):
-    (tmp_path / "echobase.toml").write_text("[observability]\nscrape_interval_seconds = 1\n")
+    (tmp_path / "echobase.toml").write_text("[monitoring]\nscrape_interval_seconds = 1\n")
     stack = Stack.load(tmp_path, offset=0, cwd=tmp_path)
     spec = DurablePlan(stack, "ci").prometheus
     config = json.loads(prometheus.render_config(spec))
@@ -195,10 +195,10 @@ def test_grafana_has_every_panel_on_the_ds_prometheus_input():
 
 
 def test_the_shipped_files_are_what_the_renderers_produce():
-    for name, content in shipped.rendered(ObservabilitySettings()).items():
+    for name, content in shipped.rendered(MonitoringSettings()).items():
         path = shipped.SHIPPED_DIR / name
         assert path.read_text() == content, (
-            f"{path} is stale: run `python -m echobase.platform.observability.shipped`"
+            f"{path} is stale: run `python -m echobase.platform.monitoring.shipped`"
         )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE
-from echobase.platform.observability.settings import ObservabilitySettings, duration
+from echobase.platform.monitoring.settings import MonitoringSettings, duration
 
 WINDOW = "<window>"
 SELECTOR = "<sel>"
@@ -65,17 +65,17 @@ class AlertRule:
     name: str
     severity: Severity
     expr: str  # may hold <threshold>
-    threshold: str | None  # the ObservabilitySettings field <threshold> reads
-    for_setting: str  # the ObservabilitySettings field of its `for:`
+    threshold: str | None  # the MonitoringSettings field <threshold> reads
+    for_setting: str  # the MonitoringSettings field of its `for:`
     summary: str  # Prometheus alert templates: $labels, $value
     description: str
 
-    def expression(self, settings: ObservabilitySettings) -> str:
+    def expression(self, settings: MonitoringSettings) -> str:
         if self.threshold is None:
             return self.expr
         return self.expr.replace(THRESHOLD, f"{getattr(settings, self.threshold):g}")
 
-    def for_duration(self, settings: ObservabilitySettings) -> str:
+    def for_duration(self, settings: MonitoringSettings) -> str:
         return duration(getattr(settings, self.for_setting))
 
 

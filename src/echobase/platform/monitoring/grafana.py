@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from echobase.platform.observability.catalogue import PANELS, SWITCHES, Panel, fill
+from echobase.platform.monitoring.catalogue import PANELS, SWITCHES, Panel, fill
 
 UID = "echobase"
 TITLE = "echobase"

@@ -1,5 +1,5 @@
 """How often Prometheus looks, over what window rates are taken, and when an alert fires:
-the ``[observability]`` table of ``echobase.toml``. Defaults suit a running system; tests
+the ``[monitoring]`` table of ``echobase.toml``. Defaults suit a running system; tests
 shorten every interval so an alert fires within seconds."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 
-class ObservabilitySettingsError(ValueError):
-    """A bad ``[observability]`` key or value; the message names it."""
+class MonitoringSettingsError(ValueError):
+    """A bad ``[monitoring]`` key or value; the message names it."""
 
 
 @dataclass(frozen=True)
-class ObservabilitySettings:
+class MonitoringSettings:
     scrape_interval_seconds: float = 15
     evaluation_interval_seconds: float = 15
     # The window of every rate(): the alerts' recording rules and the dashboard's graphs.
@@ -33,30 +33,30 @@ class ObservabilitySettings:
         for field in fields(self):
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ObservabilitySettingsError(f"observability.{field.name} must be a number")
+                raise MonitoringSettingsError(f"monitoring.{field.name} must be a number")
             positive = field.name.endswith("interval_seconds") or field.name in (
                 "rate_window_seconds",
                 "live_error_ratio",
             )
             if value < 0 or (positive and value == 0):
-                raise ObservabilitySettingsError(
-                    f"observability.{field.name} must be {'above' if positive else 'at least'} 0"
+                raise MonitoringSettingsError(
+                    f"monitoring.{field.name} must be {'above' if positive else 'at least'} 0"
                 )
         if self.live_error_ratio > 1:
-            raise ObservabilitySettingsError("observability.live_error_ratio is a share: 0-1")
+            raise MonitoringSettingsError("monitoring.live_error_ratio is a share: 0-1")
         if self.rate_window_seconds < 2 * self.scrape_interval_seconds:
             # rate() needs two samples in its window, or every graph and ratio stays empty.
-            raise ObservabilitySettingsError(
-                "observability.rate_window_seconds must be at least twice scrape_interval_seconds"
+            raise MonitoringSettingsError(
+                "monitoring.rate_window_seconds must be at least twice scrape_interval_seconds"
             )
 
     @classmethod
-    def from_table(cls, table: Mapping[str, object]) -> ObservabilitySettings:
+    def from_table(cls, table: Mapping[str, object]) -> MonitoringSettings:
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(table) - known)
         if unknown:
-            raise ObservabilitySettingsError(
-                f"[observability] has no setting {unknown}: known are {sorted(known)}"
+            raise MonitoringSettingsError(
+                f"[monitoring] has no setting {unknown}: known are {sorted(known)}"
             )
         return cls(**table)  # type: ignore[arg-type]
 

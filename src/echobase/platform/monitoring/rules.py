@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from echobase.platform.observability.catalogue import ALERTS, RECORDING_RULES, WINDOW
-from echobase.platform.observability.settings import ObservabilitySettings, duration
+from echobase.platform.monitoring.catalogue import ALERTS, RECORDING_RULES, WINDOW
+from echobase.platform.monitoring.settings import MonitoringSettings, duration
 
 RECORDING_GROUP = "echobase-recording"
 ALERTS_GROUP = "echobase-alerts"
 
 
-def rule_groups(settings: ObservabilitySettings) -> dict[str, object]:
+def rule_groups(settings: MonitoringSettings) -> dict[str, object]:
     interval = duration(settings.evaluation_interval_seconds)
     recording = [
         {"record": rule.record, "expr": rule.expr.replace(WINDOW, settings.rate_window)}
@@ -36,9 +36,9 @@ def rule_groups(settings: ObservabilitySettings) -> dict[str, object]:
     }
 
 
-def render_rules(settings: ObservabilitySettings) -> str:
+def render_rules(settings: MonitoringSettings) -> str:
     return (
-        "# Rendered by echobase (echobase.platform.observability): edit the catalogue, not this.\n"
+        "# Rendered by echobase (echobase.platform.monitoring): edit the catalogue, not this.\n"
         + to_yaml(rule_groups(settings))
     )
 

@@ -14,8 +14,8 @@ import json
 import re
 from collections.abc import Sequence
 
-from echobase.platform.observability.catalogue import FIRING_ALERTS, PANELS, Panel, fill
-from echobase.platform.observability.settings import ObservabilitySettings
+from echobase.platform.monitoring.catalogue import FIRING_ALERTS, PANELS, Panel, fill
+from echobase.platform.monitoring.settings import MonitoringSettings
 
 TEMPLATE_NAME = "echobase.html"
 LIBRARY_NAME = "echobase.lib"
@@ -143,7 +143,7 @@ def _alerts_table(selector: str) -> list[str]:
     ]
 
 
-def render_console(env: str, colours: Sequence[str], settings: ObservabilitySettings) -> str:
+def render_console(env: str, colours: Sequence[str], settings: MonitoringSettings) -> str:
     window = settings.rate_window
     env_selector = f'env="{env}"'
     live_query = _raw(f"max by (colour) (echobase_live_colour{{{env_selector}}}) == 1")
