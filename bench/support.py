@@ -26,11 +26,13 @@ import httpx
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.messages import build_order_message
+from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.durable import nginx
 from echobase.platform.durable.layer import tree_rss
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.runtime.processes import free_port, free_ports
+from echobase.platform.runtime.supervisor import Supervisor
 from echobase.platform.stack import Stack, free_port_overrides, render_ports_toml
 
 ECHOBASE = str(Path(sys.executable).parent / "echobase")
@@ -161,6 +163,27 @@ class System:
             pass
         subprocess.run(["chmod", "-R", "u+w", str(self.home)], check=False)  # releases are r/o
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+# --- the running system's processes ----------------------------------------------------
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def pid_of(supervisor: Supervisor, name: str) -> int:
+    info = supervisor.info(name)
+    assert info is not None and info.pid, f"{name} is not running"
+    return int(info.pid)
+
+
+def wait_healthy(bluegreen: BlueGreen, colour: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while unhealthy := bluegreen.unhealthy(colour):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{colour} not healthy after {timeout:.0f} s: {unhealthy}")
+        time.sleep(0.5)
 
 
 # --- users and orders -----------------------------------------------------------------------

@@ -19,6 +19,9 @@ ORDERS_STORED = Counter("echobase_orders_stored_total", "Orders written by the p
 ORDERS_DEAD_LETTERED = Counter(
     "echobase_orders_dead_lettered_total", "Messages the processor sent to the DLQ"
 )
+ORDERS_DUPLICATES = Counter(
+    "echobase_orders_duplicates_total", "Redelivered orders already stored, skipped"
+)
 BATCH_SECONDS = Histogram("echobase_processor_batch_seconds", "Time to store one received batch")
 
 router = APIRouter(tags=["metrics"])

@@ -107,6 +107,8 @@ class ColourPlan:
             "ECHOBASE_SQS_ENDPOINT_URL": self.sqs_url,
             "ECHOBASE_SQS_QUEUE_URL": queues.queue_url,
             "ECHOBASE_SQS_DLQ_URL": queues.dlq_url,
+            "ECHOBASE_ENVIRONMENT": self.env,
+            "ECHOBASE_TRACES_DIR": str(self.durable.traces_dir),
         }
         if role == "api-gateway":
             env.setdefault("ECHOBASE_WORKERS", str(GATEWAY_WORKERS))
