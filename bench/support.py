@@ -219,6 +219,37 @@ def first_user(creds: DatabaseCredentials) -> int:
         conn.close()
 
 
+def tree_pss(pid: int) -> int:
+    """Proportional set size of a process and its descendants, in bytes: each shared page
+    split between the processes mapping it, so the sum over a system is what it holds."""
+    family, todo = [], [pid]
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(parent, []).append(int(stat.parent.name))
+    while todo:
+        current = todo.pop()
+        family.append(current)
+        todo += parents.get(current, [])
+    total = 0
+    for member in family:
+        try:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def pss_mib(pids: dict[str, int]) -> dict[str, float]:
+    return {name: tree_pss(pid) / 2**20 for name, pid in pids.items()}
+
+
 def rss_mib(pids: dict[str, int]) -> dict[str, float]:
     """Resident memory of each process tree (workers included), in MiB."""
     return {name: tree_rss(pid) / 2**20 for name, pid in pids.items()}

@@ -9,20 +9,24 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 
 from bluegreen_support import BlueGreenSystem, deployed, lb_client
-from echobase.app.queues import ORDER_QUEUE
+from echobase.app.messages import build_order_message
+from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, QueueUrls
+from echobase.platform.bluegreen.pipeline import BlueGreen
 from tests_support import sign_up, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 SERVER = "POST /api/v1/orders"
-SEND, PROCESS, DELETE = (f"{step} {ORDER_QUEUE}" for step in ("send", "process", "delete"))
+SEND, PROCESS = (f"{step} {ORDER_QUEUE}" for step in ("send", "process"))
 INSERT = "INSERT orders"
 
 
@@ -69,7 +73,7 @@ def test_one_order_is_one_trace_from_the_lb_to_its_row(
     trace_id = answer.headers["x-correlation-id"]
     assert TRACE_ID.fullmatch(trace_id), trace_id
     order_id = answer.json()["order"]["orderId"]
-    found = stored_trace(bg, trace_id, {SERVER, SEND, PROCESS, INSERT, DELETE})
+    found = stored_trace(bg, trace_id, {SERVER, SEND, PROCESS, INSERT})
     spans = {span["name"]: span for span in found["spans"]}
     assert found["traceId"] == trace_id
     by_id = {span["spanId"]: span for span in found["spans"]}
@@ -91,7 +95,9 @@ def test_one_order_is_one_trace_from_the_lb_to_its_row(
     assert process["attributes"]["messaging.message.id"] == answer.json()["messageId"]
     assert parent(INSERT) is process
     assert spans[INSERT]["attributes"]["db.system.name"] == "mariadb"
-    assert parent(DELETE) is process
+    # The receive began it, and it ended with the message deleted, after the insert.
+    events = [event["name"] for event in process["events"]]
+    assert events == ["received", "deleted"], process["events"]
     # Every span says which colour and release served it.
     live = bg.system.ok("status", "--json")
     release = next(c["release"] for c in json.loads(live.stdout)["colours"] if c["live"])
@@ -124,3 +130,81 @@ def test_a_clients_own_correlation_id_finds_its_trace(
     server = next(s for s in found["spans"] if s["name"] == SERVER)
     assert server["attributes"]["echobase.correlation_id"] == mine
     assert TRACE_ID.fullmatch(found["traceId"])
+
+
+def colour_queues(bg: BlueGreenSystem) -> tuple[Any, QueueUrls]:
+    """An SQS client of the live colour's queue server, and its queues."""
+    bluegreen = BlueGreen(bg.system.stack, "devlocal")
+    plan = bluegreen.running_plan(bluegreen.live_or_fail())
+    assert plan is not None
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=plan.sqs_url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    return sqs, plan.queues
+
+
+def test_a_poison_messages_trace_shows_each_failed_attempt_and_the_move_to_the_dlq(
+    bg: BlueGreenSystem,
+) -> None:
+    # An order in the right shape for a user who does not exist: the foreign key refuses it
+    # on every delivery. Sent with a trace context of its own (a caller outside echobase);
+    # short visibility, so that its three deliveries come within seconds.
+    sqs, queues = colour_queues(bg)
+    trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    body = build_order_message(
+        user_id=2_000_000_000,
+        product_id=1,
+        product_name="Orphan",
+        sku="OR-1",
+        quantity=1,
+        total_price=Decimal("1.00"),
+        correlation_id="poison",
+    )
+    original = sqs.get_queue_attributes(
+        QueueUrl=queues.queue_url, AttributeNames=["VisibilityTimeout"]
+    )["Attributes"]
+    sqs.set_queue_attributes(QueueUrl=queues.queue_url, Attributes={"VisibilityTimeout": "2"})
+    try:
+        traceparent = {"DataType": "String", "StringValue": f"00-{trace_id}-{parent}-01"}
+        sqs.send_message(
+            QueueUrl=queues.queue_url,
+            MessageBody=json.dumps(body),
+            MessageAttributes={"traceparent": traceparent},
+        )
+        found = stored_trace(bg, trace_id, {f"send {DEAD_LETTER_QUEUE}"})
+    finally:
+        sqs.set_queue_attributes(QueueUrl=queues.queue_url, Attributes=original)
+    processes = sorted(
+        (s for s in found["spans"] if s["name"] == PROCESS),
+        key=lambda s: s["attributes"]["echobase.receive_count"],
+    )
+    # Three deliveries, each in the caller's trace (its span is not stored here).
+    assert [s["attributes"]["echobase.receive_count"] for s in processes] == [1, 2, 3]
+    assert all(s["parentSpanId"] == parent for s in processes)
+    assert all(s["attributes"]["echobase.order_id"] == body["orderId"] for s in processes)
+    assert all(s["status"] == "error" for s in processes)
+    children = {
+        s["spanId"]: [c["name"] for c in found["spans"] if c["parentSpanId"] == s["spanId"]]
+        for s in processes
+    }
+    inserts = [c for c in found["spans"] if c["name"] == INSERT]
+    assert len(inserts) == 3 and all(c["status"] == "error" for c in inserts)
+    assert all(c["attributes"]["error.type"] == "IntegrityError" for c in inserts)
+    first, second, last = (children[s["spanId"]] for s in processes)
+    assert first == [INSERT] and second == [INSERT]
+    assert sorted(last) == sorted([INSERT, f"send {DEAD_LETTER_QUEUE}"])
+    assert not any(e["name"] == "deleted" for s in processes for e in s["events"])
+    # The last delivery is moved to the DLQ by the processor, with the reason.
+    (move,) = (s for s in found["spans"] if s["name"] == f"send {DEAD_LETTER_QUEUE}")
+    assert move["parentSpanId"] == processes[-1]["spanId"]
+    assert move["attributes"]["echobase.failure_reason"] == "not stored: IntegrityError"
+    assert processes[-1]["statusMessage"] == "not stored: IntegrityError"
+    dead = sqs.receive_message(
+        QueueUrl=queues.dlq_url, MessageAttributeNames=["All"], WaitTimeSeconds=2
+    )["Messages"]
+    assert [json.loads(m["Body"])["orderId"] for m in dead] == [body["orderId"]]
+    sqs.delete_message(QueueUrl=queues.dlq_url, ReceiptHandle=dead[0]["ReceiptHandle"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from decimal import Decimal
@@ -308,3 +309,78 @@ def test_dead_letter_queue_found_from_the_redrive_policy(backing):
         assert [m["Body"] for m in dlq_bodies(sqs, queues.dlq_url)] == ["not an order"]
     finally:
         backing.stack.stop("proc-nodlq")
+
+
+class Collector:
+    """A real OTLP/HTTP endpoint on a free port (what a collector's receiver answers): it
+    keeps every ExportTraceServiceRequest posted to /v1/traces."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        received = self.requests = []
+
+        class Receiver(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/traces":
+                    received.append(ExportTraceServiceRequest.FromString(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def spans(self) -> list[tuple[str, str]]:
+        """(span name, order id attribute or "") of everything received."""
+        found = []
+        for request in self.requests:
+            for resource in request.resource_spans:
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        attributes = {a.key: a.value.string_value for a in span.attributes}
+                        found.append((span.name, attributes.get("echobase.order_id", "")))
+        return found
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_spans_go_to_a_collector_when_an_otlp_endpoint_is_set(backing, user_id, tmp_path):
+    collector = Collector()
+    queues = backing.new_queues()
+    sqs = backing.stack.client("sqs")
+    message = order_message(user_id)
+    send(sqs, queues.queue_url, message)
+    store = tmp_path / "traces"
+    backing.start_processor(
+        "proc-otlp",
+        queues,
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        ECHOBASE_TRACES_DIR=str(store),
+    )
+    try:
+        wait_until(
+            lambda: (
+                ("INSERT orders", "") in collector.spans()
+                and any(order == message["orderId"] for _, order in collector.spans())
+            ),
+            20,
+            "the order's spans at the collector",
+        )
+        assert not store.exists() or not any(store.iterdir())  # nothing kept locally
+    finally:
+        backing.stack.stop("proc-otlp")
+        collector.close()

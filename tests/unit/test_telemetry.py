@@ -114,3 +114,38 @@ def test_trace_context_travels_in_message_attributes() -> None:
         assert (
             not trace.get_current_span(context_from_attributes(broken)).get_span_context().is_valid
         )
+
+
+def test_the_encoding_is_the_otlp_exporters_own_in_json() -> None:
+    """The OTLP exporter's protobuf encoder, through protobuf's JSON mapping (ids turned to
+    hex as OTLP/JSON wants), is the oracle for the hand-written encoding."""
+    import base64
+
+    from google.protobuf import json_format
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.trace import Link, Status, StatusCode
+
+    tracing, memory = provider()
+    tracer = tracing.get_tracer("t", "1.2")
+    with tracer.start_as_current_span("root", kind=SpanKind.CONSUMER) as root:
+        root.set_attributes(
+            {"s": "x", "i": 7, "f": 0.5, "b": True, "list": ["a", "b"], "ints": [1, 2]}
+        )
+        root.add_event("handed back", {"why": "stopping"})
+        root.set_status(Status(StatusCode.ERROR, "not stored: IntegrityError"))
+    other = tracing.get_tracer("u").start_span("linked", links=[Link(root.get_span_context())])
+    other.set_status(Status(StatusCode.OK))
+    other.end()
+    spans = memory.get_finished_spans()
+    expected = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+    for resource in expected["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                for item in (span, *span.get("links", ())):
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if item.get(key):
+                            item[key] = base64.b64decode(item[key]).hex()
+                span.pop("flags", None)  # W3C flags bits: not kept in the store
+                for link in span.get("links", ()):
+                    link.pop("flags", None)
+    assert otlp_json(spans) == expected

@@ -38,6 +38,7 @@ from echobase.app.core.logging import configure_logging
 from echobase.app.core.names import MCP_PATH
 from echobase.app.core.secrets import load_database_credentials, load_key
 from echobase.app.core.serve import follow_server_process
+from echobase.app.core.telemetry import configure_tracing
 from echobase.app.db.models import Order
 from echobase.app.mcp.contract import (
     ORDER_STATUS_TOOL,
@@ -191,7 +192,9 @@ def create_app(settings: McpSettings | None = None) -> Starlette:
     follow_server_process()
     settings = settings or mcp_settings()
     # Before the SDK's server: it would otherwise install a handler of its own.
-    configure_logging("mcp", "none", settings.log_level)
+    configure_logging("mcp", "none", settings.log_level, settings.release)
+    # The SDK's own server spans join the trace of the gateway's call (a login's).
+    tracing = configure_tracing("mcp", settings)
     held = Held()
     server = build_server(held)
     mcp_app = server.streamable_http_app(
@@ -223,6 +226,7 @@ def create_app(settings: McpSettings | None = None) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             await held.engine.dispose()
+            tracing.shutdown()
 
     async def health(_: Request) -> JSONResponse:
         recommender = held.recommender

@@ -37,7 +37,7 @@ from echobase.app.core.metrics import (
     ORDERS_DUPLICATES,
     ORDERS_STORED,
 )
-from echobase.app.core.telemetry import context_from_attributes, tracer
+from echobase.app.core.telemetry import context_from_attributes, span_ids, tracer
 from echobase.app.db.models import Order
 from echobase.app.messages import InvalidMessageError, OrderMessage, parse_order
 
@@ -217,28 +217,24 @@ class OrderConsumer:
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _begin(self, message: dict[str, Any], received_from: int, batch_size: int) -> Span:
-        """This message's process span, child of the send span that published it, and its
-        receive step."""
-        attributes = {
-            "messaging.system": "aws_sqs",
-            "messaging.destination.name": self.queue_name,
-            "messaging.message.id": str(message.get("MessageId", "")),
-            "echobase.receive_count": _receive_count(message),
-        }
+        """This message's process span, child of the send span that published it. It begins
+        when the receive that brought the message began; the receive and, later, the delete
+        are events on it (a span each cost as much again as the rest of the trace here)."""
         span = tracer().start_span(
             f"process {self.queue_name}",
             context=context_from_attributes(message.get("MessageAttributes")),
             kind=SpanKind.CONSUMER,
-            attributes={**attributes, "messaging.operation.type": "process"},
+            attributes={
+                "messaging.system": "aws_sqs",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": self.queue_name,
+                "messaging.message.id": str(message.get("MessageId", "")),
+                "messaging.batch.message_count": batch_size,
+                "echobase.receive_count": _receive_count(message),
+            },
             start_time=received_from,
         )
-        receive = {
-            **attributes,
-            "messaging.operation.type": "receive",
-            "messaging.operation.name": "ReceiveMessage",
-            "messaging.batch.message_count": batch_size,
-        }
-        _step([span], f"receive {self.queue_name}", SpanKind.CLIENT, received_from, receive)
+        span.add_event("received")
         return span
 
     async def _store(self, batch: list[Received]) -> None:
@@ -284,14 +280,14 @@ class OrderConsumer:
                     continue
                 # Left in the queue: redelivered after the visibility timeout, and moved to
                 # the DLQ on its last delivery (above) or by the redrive policy.
-                with trace.use_span(item.span):
-                    log.warning(
-                        "order not stored; will retry",
-                        message_id=item.message_id,
-                        order_id=str(item.order.orderId),
-                        receive_count=item.receive_count,
-                        error=reason,
-                    )
+                log.warning(
+                    "order not stored; will retry",
+                    message_id=item.message_id,
+                    order_id=str(item.order.orderId),
+                    receive_count=item.receive_count,
+                    error=reason,
+                    **span_ids(item.span),
+                )
                 _finish(item.span, f"not stored: {reason}")
                 continue
             stored.append(item)
@@ -334,7 +330,6 @@ class OrderConsumer:
         if not batch:
             return
         entries = [{"Id": str(i), "ReceiptHandle": r.receipt} for i, r in enumerate(batch)]
-        started = time.time_ns()
         try:
             result = await self.sqs.delete_message_batch(
                 QueueUrl=self.settings.sqs_queue_url, Entries=entries
@@ -346,29 +341,22 @@ class OrderConsumer:
             log.warning("delete failed; messages will be redelivered", error=type(exc).__name__)
             failed = set(range(len(batch)))
             error = type(exc).__name__
-        settle = {
-            "messaging.system": "aws_sqs",
-            "messaging.destination.name": self.queue_name,
-            "messaging.operation.type": "settle",
-            "messaging.operation.name": "DeleteMessageBatch",
-        }
-        _step(
-            [r.span for r in batch],
-            f"delete {self.queue_name}",
-            SpanKind.CLIENT,
-            started,
-            settle,
-            error,
-        )
+        settled = time.time_ns()
         for index, item in enumerate(batch):
-            with trace.use_span(item.span):
-                log.info(
-                    "order stored",
-                    order_id=str(item.order.orderId),
-                    message_id=item.message_id,
-                    receive_count=item.receive_count,
-                    deleted=index not in failed,
-                )
+            deleted = index not in failed
+            if deleted:
+                item.span.add_event("deleted", timestamp=settled)
+            else:
+                attributes = {"error.type": error or "DeleteMessageBatch entry failed"}
+                item.span.add_event("delete failed", attributes, timestamp=settled)
+            log.info(
+                "order stored",
+                order_id=str(item.order.orderId),
+                message_id=item.message_id,
+                receive_count=item.receive_count,
+                deleted=deleted,
+                **span_ids(item.span),
+            )
             item.span.end()
         self.processed += len(batch) - len(failed)
         ORDERS_STORED.inc(len(batch) - len(failed))
@@ -398,8 +386,9 @@ class OrderConsumer:
         await self._dead_letter(item.message, reason, item.span)
 
     async def _dead_letter(self, message: dict[str, Any], reason: str, span: Span) -> None:
-        with trace.use_span(span):
-            log.warning("message to DLQ", message_id=message.get("MessageId"), reason=reason)
+        log.warning(
+            "message to DLQ", message_id=message.get("MessageId"), reason=reason, **span_ids(span)
+        )
         attributes = {
             name: {k: v for k, v in value.items() if k in ("DataType", "StringValue")}
             for name, value in (message.get("MessageAttributes") or {}).items()

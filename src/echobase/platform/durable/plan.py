@@ -91,6 +91,8 @@ class DurablePlan:
             "ECHOBASE_SECRETS_ENDPOINT_URL": self.secrets_url,
             "ECHOBASE_DB_SECRET_NAME": credentials.MCP_DATABASE,
             "ECHOBASE_MCP_KEY_SECRET_NAME": credentials.MCP_API_KEY,
+            "ECHOBASE_ENVIRONMENT": self.env,
+            "ECHOBASE_TRACES_DIR": str(self.traces_dir),
         }
 
     # --- MariaDB ------------------------------------------------------------------------
