@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -161,18 +163,22 @@ def write_trace_store(directory: Path, mib: int, spans_per_line: int) -> tuple[s
                 }
                 stream.write(json.dumps(request, separators=(",", ":")) + "\n")
             written += stream.tell()
+        # As if written live: a file was last touched when its last span ended.
+        last_end = (T0 + int((traces * 3.7 + 60) * MS)) / 1e9
+        os.utime(path, (last_end, last_end))
         file_number += 1
     return last_trace, traces
 
 
-def write_logs(home: Path, mib: int) -> str:
+def write_logs(home: Path, mib: int) -> tuple[str, datetime]:
     """Every program's log, a current and three rotated files each; returns a trace id
-    that about one line in a thousand carries."""
+    that about one line in a thousand carries, and the time of the last line."""
     stack = Stack(home, resolve_ports())
     sources = log_sources(stack, "devlocal")
     per_file = mib * 2**20 // (len(sources) * 4)
     home.joinpath("logs").mkdir(parents=True)
     wanted = secrets.token_hex(16)
+    ends = []
     for s_index, source in enumerate(sources):
         moment = START
         for suffix in (".3", ".2", ".1", ""):
@@ -206,7 +212,9 @@ def write_logs(home: Path, mib: int) -> str:
                             'HTTP/1.1" 200 -'
                         )
                     stream.write(line + "\n")
-    return wanted
+            os.utime(path, (moment.timestamp(), moment.timestamp()))
+        ends.append(moment)
+    return wanted, max(ends)
 
 
 def timed(rounds: int, action: Callable[[], Any]) -> tuple[float, Any]:
@@ -224,47 +232,64 @@ def main() -> None:
     parser.add_argument("--spans-per-line", type=int, default=50)
     parser.add_argument("--log-mib", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("traces", "logs"), help="Measure only one reader.")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="eb-telemetry-"))
     try:
-        traces_dir = root / "traces"
-        wanted, count = write_trace_store(traces_dir, args.trace_mib, args.spans_per_line)
-        size = sum(p.stat().st_size for p in traces_dir.iterdir()) / 2**20
-        print(f"trace store: {size:.0f} MiB, {count:,} traces, {count * 5:,} spans")
-        for label, ident in (
-            ("trace id", wanted),
-            ("correlation id", f"corr-{wanted[:12]}"),
-            ("order id", f"order-{wanted[:12]}"),
-            ("miss", secrets.token_hex(16)),
-        ):
-            seconds, found = timed(args.rounds, lambda ident=ident: lookup(traces_dir, ident))
-            spans = sum(len(s) for s in found.traces.values())
-            print(f"  lookup by {label:<15} {seconds:6.2f} s  ({spans} spans found)")
-        seconds, ranked = timed(args.rounds, lambda: slowest(traces_dir, 10))
-        print(f"  slowest 10 of all        {seconds:6.2f} s  ({len(ranked)} shown)")
-
-        home = root / "home"
-        trace = write_logs(home, args.log_mib)
-        size = sum(p.stat().st_size for p in (home / "logs").iterdir()) / 2**20
-        sources = log_sources(Stack(home, resolve_ports()), "devlocal")
-
-        def backlog(keep: LogFilter) -> int:
-            lines = 0
-            for record in MergedLogs(sources, keep).backlog():
-                plain_line(record)  # formatting is part of the cost
-                lines += 1
-            return lines
-
-        print(f"logs: {size:.0f} MiB in {len(sources) * 4} files")
-        seconds, lines = timed(args.rounds, lambda: backlog(LogFilter()))
-        print(
-            f"  merged backlog, formatted {seconds:6.2f} s  "
-            f"({lines:,} lines, {lines / seconds:,.0f} lines/s)"
-        )
-        seconds, lines = timed(args.rounds, lambda: backlog(LogFilter(trace=trace)))
-        print(f"  --trace ID                {seconds:6.2f} s  ({lines} lines)")
+        if args.only != "logs":
+            measure_traces(root / "traces", args)
+        if args.only != "traces":
+            measure_logs(root / "home", args)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def measure_traces(traces_dir: Path, args: argparse.Namespace) -> None:
+    wanted, count = write_trace_store(traces_dir, args.trace_mib, args.spans_per_line)
+    size = sum(p.stat().st_size for p in traces_dir.iterdir()) / 2**20
+    print(f"trace store: {size:.0f} MiB, {count:,} traces, {count * 5:,} spans")
+    for label, ident in (
+        ("trace id", wanted),
+        ("correlation id", f"corr-{wanted[:12]}"),
+        ("order id", f"order-{wanted[:12]}"),
+        ("miss", secrets.token_hex(16)),
+    ):
+        seconds, found = timed(args.rounds, lambda ident=ident: lookup(traces_dir, ident))
+        spans = sum(len(s) for s in found.traces.values())
+        print(f"  lookup by {label:<15} {seconds:6.2f} s  ({spans} spans found)")
+    seconds, ranked = timed(args.rounds, lambda: slowest(traces_dir, 10))
+    print(f"  slowest 10 of all        {seconds:6.2f} s  ({len(ranked)} shown)")
+    # The last tenth of the traces, as --since would ask: older files are not read.
+    window = T0 + int(count * 0.9 * 3.7 * MS)
+    seconds, ranked = timed(args.rounds, lambda: slowest(traces_dir, 10, window))
+    print(f"  slowest 10, last tenth   {seconds:6.2f} s  ({len(ranked)} shown)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS of this process {peak:6.0f} MiB")
+
+
+def measure_logs(home: Path, args: argparse.Namespace) -> None:
+    trace, end = write_logs(home, args.log_mib)
+    size = sum(p.stat().st_size for p in (home / "logs").iterdir()) / 2**20
+    sources = log_sources(Stack(home, resolve_ports()), "devlocal")
+
+    def backlog(keep: LogFilter) -> int:
+        lines = 0
+        for record in MergedLogs(sources, keep).backlog():
+            plain_line(record)  # formatting is part of the cost
+            lines += 1
+        return lines
+
+    print(f"logs: {size:.0f} MiB in {len(sources) * 4} files")
+    seconds, lines = timed(args.rounds, lambda: backlog(LogFilter()))
+    print(
+        f"  merged backlog, formatted {seconds:6.2f} s  "
+        f"({lines:,} lines, {lines / seconds:,.0f} lines/s)"
+    )
+    seconds, lines = timed(args.rounds, lambda: backlog(LogFilter(trace=trace)))
+    print(f"  --trace ID                {seconds:6.2f} s  ({lines} lines)")
+    since = end - (end - START) / 100
+    seconds, lines = timed(args.rounds, lambda: backlog(LogFilter(since=since)))
+    print(f"  --since (last 1%)         {seconds:6.2f} s  ({lines:,} lines)")
 
 
 if __name__ == "__main__":

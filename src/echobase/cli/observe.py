@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -216,7 +216,7 @@ def logs(
     except UnknownService as exc:
         raise _usage(str(exc)) from None
     merged = MergedLogs(sources, LogFilter(_since(since), min_level, trace_id))
-    emit = _emitter(as_json)
+    emit = _emitter(as_json, follow)
     try:
         if follow:
             with _stop_on_signals() as stop:
@@ -232,11 +232,11 @@ def logs(
         merged.close()
 
 
-def _emitter(as_json: bool) -> Any:
+def _emitter(as_json: bool, follow: bool) -> Callable[[LogRecord], None]:
     out = Console(highlight=False, soft_wrap=True)
     styled = out.is_terminal and not as_json
-    # Line by line, so a follower piped into grep sees each line as it comes.
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    if follow:  # line by line, so a follower piped into grep sees each line as it comes
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
     def emit(record: LogRecord) -> None:
         if as_json:

@@ -83,13 +83,12 @@ def trace_document(trace_id: str, spans: list[Span]) -> dict[str, Any]:
 
 
 def summary_dict(summary: TraceSummary) -> dict[str, Any]:
-    root = summary.root
     return {
         "traceId": summary.trace_id,
         "start": iso_utc(from_unix_nanos(summary.start_ns)),
         "durationMs": milliseconds(summary.duration_ns),
-        "root": root.name if root else "",
-        "rootService": root.service if root else "",
+        "root": summary.root_name,
+        "rootService": summary.root_service,
         "spans": summary.span_count,
         "services": sorted(summary.services),
         "error": summary.error,

@@ -197,23 +197,35 @@ def _span(raw: dict[str, Any], resource: dict[str, Any]) -> Span | None:
     )
 
 
-def spans_of_line(line: bytes | str) -> list[Span]:
-    """Every span of one stored line; none for a line that is not a whole request."""
+def _raw_spans(request: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(span as stored, its resource's attributes) for every span of one request."""
+    for resource_spans in _get(request, "resourceSpans") or []:
+        resource = attributes((resource_spans.get("resource") or {}).get("attributes"))
+        for scope_spans in _get(resource_spans, "scopeSpans") or []:
+            for raw in scope_spans.get("spans") or []:
+                if isinstance(raw, dict):
+                    yield raw, resource
+
+
+def _request(line: bytes | str) -> dict[str, Any] | None:
     try:
         request = json.loads(line)
     except ValueError:
-        return []
-    if not isinstance(request, dict):
-        return []
+        return None
+    return request if isinstance(request, dict) else None
+
+
+def spans_of_line(line: bytes | str) -> list[Span]:
+    """Every span of one stored line; none for a line that is not a whole request."""
+    request = _request(line)
     spans: list[Span] = []
+    if request is None:
+        return spans
     try:
-        for resource_spans in _get(request, "resourceSpans") or []:
-            resource = attributes((resource_spans.get("resource") or {}).get("attributes"))
-            for scope_spans in _get(resource_spans, "scopeSpans") or []:
-                for raw in scope_spans.get("spans") or []:
-                    span = _span(raw, resource) if isinstance(raw, dict) else None
-                    if span is not None:
-                        spans.append(span)
+        for raw, resource in _raw_spans(request):
+            span = _span(raw, resource)
+            if span is not None:
+                spans.append(span)
     except (AttributeError, TypeError):
         return spans  # a malformed request: what was whole before the fault
     return spans
@@ -313,56 +325,88 @@ def lookup(directory: Path, ident: str) -> Lookup:
 # --- summaries ----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class TraceSummary:
+    """What ranking needs of a trace, kept small: a full store holds ~10^5 traces."""
+
     trace_id: str
     start_ns: int
     end_ns: int
     span_count: int = 0
     services: set[str] = field(default_factory=set)
     error: bool = False
-    root: Span | None = None  # the span without a parent, else the earliest one
+    # The span without a parent, else the earliest one.
+    root_name: str = ""
+    root_service: str = ""
+    _root_rank: tuple[bool, int] | None = field(default=None, repr=False)
     _seen: set[str] = field(default_factory=set, repr=False)
 
     @property
     def duration_ns(self) -> int:
         return max(0, self.end_ns - self.start_ns)
 
-    def add(self, span: Span) -> None:
-        if span.span_id in self._seen:
-            return
-        self._seen.add(span.span_id)
+    def add(
+        self,
+        span_id: str,
+        has_parent: bool,
+        start_ns: int,
+        end_ns: int,
+        error: bool,
+        name: str,
+        service: str,
+    ) -> None:
+        if span_id in self._seen:
+            return  # stored twice
+        self._seen.add(span_id)
         self.span_count += 1
-        self.start_ns = min(self.start_ns, span.start_ns)
-        self.end_ns = max(self.end_ns, span.end_ns)
-        self.services.add(span.service)
-        self.error = self.error or span.status == "error"
-        if self.root is None or _better_root(span, self.root):
-            self.root = span
+        self.start_ns = min(self.start_ns, start_ns)
+        self.end_ns = max(self.end_ns, end_ns)
+        self.services.add(service)
+        self.error = self.error or error
+        rank = (has_parent, start_ns)
+        if self._root_rank is None or rank < self._root_rank:
+            self._root_rank, self.root_name, self.root_service = rank, name, service
 
 
-def _better_root(span: Span, current: Span) -> bool:
-    if bool(span.parent_span_id) != bool(current.parent_span_id):
-        return not span.parent_span_id
-    return span.start_ns < current.start_ns
-
-
-def summarise(spans: Iterable[Span]) -> dict[str, TraceSummary]:
+def summarise(lines: Iterable[bytes | str]) -> dict[str, TraceSummary]:
+    """Summaries of every trace in the lines, without building a Span per span."""
     summaries: dict[str, TraceSummary] = {}
-    for span in spans:
-        summary = summaries.get(span.trace_id)
-        if summary is None:
-            summary = summaries[span.trace_id] = TraceSummary(
-                span.trace_id, span.start_ns, span.end_ns
-            )
-        summary.add(span)
+    for line in lines:
+        request = _request(line)
+        if request is None:
+            continue
+        try:
+            for raw, resource in _raw_spans(request):
+                trace_id = normalise_id(_get(raw, "traceId"), 16)
+                span_id = normalise_id(_get(raw, "spanId"), 8)
+                if not trace_id or not span_id:
+                    continue
+                start, end = (
+                    _nanos(_get(raw, "startTimeUnixNano")),
+                    _nanos(_get(raw, "endTimeUnixNano")),
+                )
+                summary = summaries.get(trace_id)
+                if summary is None:
+                    summary = summaries[trace_id] = TraceSummary(trace_id, start, end)
+                status = _get(raw, "status") or {}
+                summary.add(
+                    span_id,
+                    bool(_get(raw, "parentSpanId")),
+                    start,
+                    end,
+                    _enum(status.get("code"), STATUSES, "STATUS_CODE_") == "error",
+                    str(raw.get("name", "")),
+                    str(resource.get("service.name", "unknown")),
+                )
+        except (AttributeError, TypeError):
+            continue
     return summaries
 
 
 def slowest(directory: Path, count: int, since_ns: int = 0) -> list[TraceSummary]:
     """The ``count`` longest traces that started at or after ``since_ns``: duration is the
     last end minus the first start over the trace's spans."""
-    summaries = summarise(scan(trace_files(directory, modified_since_ns=since_ns)))
+    summaries = summarise(_lines(trace_files(directory, modified_since_ns=since_ns)))
     recent = [s for s in summaries.values() if s.start_ns >= since_ns]
     recent.sort(key=lambda s: (-s.duration_ns, s.start_ns))
     return recent[:count]
