@@ -44,7 +44,9 @@ def shopper(bg: BlueGreenSystem) -> Iterator[httpx.Client]:
         yield client
 
 
-def stored_trace(bg: BlueGreenSystem, trace_id: str, wanted: set[str]) -> dict[str, Any]:
+def stored_trace(
+    bg: BlueGreenSystem, trace_id: str, wanted: set[str], timeout: float = 30
+) -> dict[str, Any]:
     """`echobase trace ID --json`, once it holds spans named ``wanted`` (spans reach the
     store within a second or two of their end)."""
     found: dict[str, Any] = {}
@@ -56,7 +58,11 @@ def stored_trace(bg: BlueGreenSystem, trace_id: str, wanted: set[str]) -> dict[s
         found.update(json.loads(result.stdout))
         return wanted <= {span["name"] for span in found["spans"]}
 
-    wait_until(complete, 30, f"spans {sorted(wanted)} of trace {trace_id}")
+    try:
+        wait_until(complete, timeout, f"spans {sorted(wanted)} of trace {trace_id}")
+    except AssertionError as exc:
+        names = sorted(span["name"] for span in found.get("spans", ()))
+        raise AssertionError(f"{exc}; stored: {names}") from None
     return found
 
 
@@ -170,12 +176,15 @@ def test_a_poison_messages_trace_shows_each_failed_attempt_and_the_move_to_the_d
     sqs.set_queue_attributes(QueueUrl=queues.queue_url, Attributes={"VisibilityTimeout": "2"})
     try:
         traceparent = {"DataType": "String", "StringValue": f"00-{trace_id}-{parent}-01"}
+        # Delayed past the processor's long polls (2 s here) already waiting: a receive
+        # takes the queue's visibility timeout as it was when the receive began.
         sqs.send_message(
             QueueUrl=queues.queue_url,
             MessageBody=json.dumps(body),
             MessageAttributes={"traceparent": traceparent},
+            DelaySeconds=5,
         )
-        found = stored_trace(bg, trace_id, {f"send {DEAD_LETTER_QUEUE}"})
+        found = stored_trace(bg, trace_id, {f"send {DEAD_LETTER_QUEUE}"}, timeout=40)
     finally:
         sqs.set_queue_attributes(QueueUrl=queues.queue_url, Attributes=original)
     processes = sorted(
@@ -188,15 +197,20 @@ def test_a_poison_messages_trace_shows_each_failed_attempt_and_the_move_to_the_d
     assert all(s["attributes"]["echobase.order_id"] == body["orderId"] for s in processes)
     assert all(s["status"] == "error" for s in processes)
     children = {
-        s["spanId"]: [c["name"] for c in found["spans"] if c["parentSpanId"] == s["spanId"]]
+        s["spanId"]: [
+            c["name"]
+            for c in sorted(found["spans"], key=lambda c: c["start"])
+            if c["parentSpanId"] == s["spanId"]
+        ]
         for s in processes
     }
+    # Each delivery: the batch's statement fails, then the order's own, row by row.
     inserts = [c for c in found["spans"] if c["name"] == INSERT]
-    assert len(inserts) == 3 and all(c["status"] == "error" for c in inserts)
+    assert len(inserts) == 6 and all(c["status"] == "error" for c in inserts)
     assert all(c["attributes"]["error.type"] == "IntegrityError" for c in inserts)
     first, second, last = (children[s["spanId"]] for s in processes)
-    assert first == [INSERT] and second == [INSERT]
-    assert sorted(last) == sorted([INSERT, f"send {DEAD_LETTER_QUEUE}"])
+    assert first == second == [INSERT, INSERT]
+    assert last == [INSERT, INSERT, f"send {DEAD_LETTER_QUEUE}"]
     assert not any(e["name"] == "deleted" for s in processes for e in s["events"])
     # The last delivery is moved to the DLQ by the processor, with the reason.
     (move,) = (s for s in found["spans"] if s["name"] == f"send {DEAD_LETTER_QUEUE}")
