@@ -11,6 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 from echobase import __version__
 from echobase.app.core import metrics
 from echobase.app.core.config import GatewaySettings, gateway_settings
+from echobase.app.core.http_metrics import HttpMetricsMiddleware
 from echobase.app.core.logging import configure_logging
 from echobase.app.core.serve import follow_server_process
 from echobase.app.gateway.api.routes import auth, health, orders, products
@@ -47,7 +48,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     install_error_handlers(app)
 
-    # Added innermost first: the edge runs before everything else and sees every answer.
+    # Added innermost first: the edge runs before everything else but the request metrics,
+    # and sees every answer.
     app.add_middleware(
         RateLimitMiddleware,
         limiter=lambda: getattr(getattr(app.state, "ctx", None), "limiter", None),
@@ -68,4 +70,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout_seconds,
     )
+    # Outside the edge: its refusals and its last-resort 500 are counted as answered.
+    app.add_middleware(HttpMetricsMiddleware)
     return app
