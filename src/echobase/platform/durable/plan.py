@@ -142,7 +142,8 @@ class DurablePlan:
         )
 
     def scrape_targets(self) -> list[prometheus.ScrapeTarget]:
-        """The durable layer's own: Prometheus itself and the recommendations service."""
+        """The durable layer's own: Prometheus itself, the recommendations service, and the
+        platform's metrics (live colour, deploy counters) that nginx serves."""
         mcp = self.service("mcp")
         return [
             prometheus.self_target(self.prometheus),
@@ -151,7 +152,19 @@ class DurablePlan:
                 "/metrics",
                 {"env": self.env, "layer": "durable", "service": mcp.role},
             ),
+            self.platform_metrics_target(),
         ]
+
+    def platform_metrics_target(self) -> prometheus.ScrapeTarget:
+        """nginx's HTTPS port (where the live-colour record is), so the job scraping it must
+        trust the LB's certificate: ``tls_config.ca_file`` = ``load_balancer(None).cert_file``
+        (self-signed, a CA for itself, naming the stack's host)."""
+        https = self.stack.ports.of(self.env)["lb_https"]
+        return prometheus.ScrapeTarget(
+            f"{self.stack.host}:{https}",
+            nginx.PLATFORM_METRICS_PATH,
+            {"env": self.env, "layer": "durable", "service": "nginx", "__scheme__": "https"},
+        )
 
     # --- supervisor programs ------------------------------------------------------------
 
