@@ -35,6 +35,17 @@ def nginx_worker_user() -> str | None:
     return f"{pwd.getpwuid(uid).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
 
 
+def platform_metrics_target(lb: nginx.LoadBalancerSpec) -> prometheus.ScrapeTarget:
+    """nginx's HTTPS port (where the live-colour record is), so the job scraping it must
+    trust the LB's certificate: ``tls_config.ca_file`` = ``lb.cert_file`` (self-signed, a CA
+    for itself, naming the stack's host)."""
+    return prometheus.ScrapeTarget(
+        f"{lb.host}:{lb.https_port}",
+        nginx.PLATFORM_METRICS_PATH,
+        {"env": lb.env, "layer": "durable", "service": "nginx", "__scheme__": "https"},
+    )
+
+
 @dataclass(frozen=True)
 class DurablePlan:
     stack: Stack
@@ -156,15 +167,7 @@ class DurablePlan:
         ]
 
     def platform_metrics_target(self) -> prometheus.ScrapeTarget:
-        """nginx's HTTPS port (where the live-colour record is), so the job scraping it must
-        trust the LB's certificate: ``tls_config.ca_file`` = ``load_balancer(None).cert_file``
-        (self-signed, a CA for itself, naming the stack's host)."""
-        https = self.stack.ports.of(self.env)["lb_https"]
-        return prometheus.ScrapeTarget(
-            f"{self.stack.host}:{https}",
-            nginx.PLATFORM_METRICS_PATH,
-            {"env": self.env, "layer": "durable", "service": "nginx", "__scheme__": "https"},
-        )
+        return platform_metrics_target(self.load_balancer(None))
 
     # --- supervisor programs ------------------------------------------------------------
 
