@@ -128,7 +128,7 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's process now holds that pid: its file is stale anyway
+        return False  # another user's process holds that pid now: not one of our workers
     return True
 
 
@@ -194,10 +194,10 @@ class WorkerExemplars:
     def path(self) -> Path:
         return self.directory / f"{FILE_PREFIX}{self._pid()}{FILE_SUFFIX}"
 
-    def record(self, key: SampleKey, labels: Mapping[str, str], value: float) -> None:
-        exemplar = Exemplar(dict(labels), value, time.time())
+    def record(self, key: SampleKey, exemplar: Mapping[str, str], value: float) -> None:
+        """``exemplar`` (its labels, e.g. the trace id) for the observation ``value``."""
         with self._lock:
-            self._latest[key] = exemplar
+            self._latest[key] = Exemplar(dict(exemplar), value, time.time())
             self._dirty = True
         self._ensure_flusher()
 
@@ -218,10 +218,6 @@ class WorkerExemplars:
         except OSError:
             with self._lock:
                 self._dirty = True  # try again next time: exemplars are a nicety, not data
-
-    def snapshot(self) -> dict[SampleKey, Exemplar]:
-        with self._lock:
-            return dict(self._latest)
 
     def _ensure_flusher(self) -> None:
         pid = self._pid()

@@ -80,6 +80,6 @@ def render(events: Iterable[history.Event]) -> str:
 def publish(history_dir: Path, path: Path) -> None:
     """Rewrite the counters file from the history, atomically (nginx never reads half)."""
     text = render(history.read(history_dir, limit=None))
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}")  # each writer its own
     write_private(partial, text)
     os.replace(partial, path)
