@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 from echobase import __version__
 from echobase.app.core import metrics
 from echobase.app.core.config import GatewaySettings, gateway_settings
+from echobase.app.core.http_metrics import HttpMetricsMiddleware
 from echobase.app.core.logging import configure_logging
 from echobase.app.core.serve import follow_server_process
 from echobase.app.core.telemetry import FASTAPI_TELEMETRY_OFF, configure_tracing
@@ -52,7 +53,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     install_error_handlers(app)
 
-    # Added innermost first: the edge runs before everything else and sees every answer.
+    # Added innermost first: the edge runs before everything else but the request metrics,
+    # and sees every answer.
     app.add_middleware(
         RateLimitMiddleware,
         limiter=lambda: getattr(getattr(app.state, "ctx", None), "limiter", None),
@@ -73,9 +75,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout_seconds,
     )
+    # Outside the edge: its refusals and its last-resort 500 are counted as answered.
+    app.add_middleware(HttpMetricsMiddleware)
     # Outermost of all (it wraps the whole middleware stack): the request's span is current
-    # when the edge picks the answer's X-Correlation-ID, which is the trace id. Health
-    # probes and scrapes are not traced. No spans for each ASGI receive/send message.
+    # when the edge picks the answer's X-Correlation-ID, which is the trace id, and when the
+    # metrics take it as an exemplar. Health probes and scrapes are not traced. No spans for
+    # each ASGI receive/send message.
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=tracing,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import structlog
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from echobase import __version__
 from echobase.app.core.config import McpSettings, mcp_settings
 from echobase.app.core.database import create_engine, reachable
+from echobase.app.core.exposition import metrics_response
 from echobase.app.core.logging import configure_logging
 from echobase.app.core.names import MCP_PATH
 from echobase.app.core.secrets import load_database_credentials, load_key
@@ -247,8 +248,8 @@ def create_app(settings: McpSettings | None = None) -> Starlette:
         }
         return JSONResponse(body, status_code=200 if database else 503)
 
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        return metrics_response(request.headers.get("accept"))
 
     return Starlette(
         routes=[

@@ -31,8 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from echobase.app.core.config import ProcessorSettings
 from echobase.app.core.database import is_outage, reachable
+from echobase.app.core.exemplars import trace_exemplar
 from echobase.app.core.metrics import (
     BATCH_SECONDS,
+    ORDER_PROCESSING_SECONDS,
     ORDERS_DEAD_LETTERED,
     ORDERS_DUPLICATES,
     ORDERS_STORED,
@@ -64,6 +66,14 @@ class Received:
     span: Span  # this message's processing, in the trace of the request that sent it
     receive_count: int
     message: dict[str, Any]  # as received: what the DLQ gets, attributes and all
+
+    @property
+    def sent_at(self) -> float | None:
+        """When the queue accepted it (its SentTimestamp, epoch seconds)."""
+        try:
+            return int(self.message["Attributes"]["SentTimestamp"]) / 1000
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 def _step(
@@ -346,6 +356,10 @@ class OrderConsumer:
             deleted = index not in failed
             if deleted:
                 item.span.add_event("deleted", timestamp=settled)
+                if item.sent_at is not None:  # the queue took it -> its row is committed
+                    ORDER_PROCESSING_SECONDS.observe(
+                        max(settled / 1e9 - item.sent_at, 0.0), trace_exemplar(item.span)
+                    )
             else:
                 attributes = {"error.type": error or "DeleteMessageBatch entry failed"}
                 item.span.add_event("delete failed", attributes, timestamp=settled)

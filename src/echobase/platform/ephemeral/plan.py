@@ -156,6 +156,7 @@ class ColourPlan:
         return f"{self.stack.url(self.service(role).port)}/health"
 
     def scrape_targets(self) -> list[ScrapeTarget]:
+        """Every service of the colour: the queue server's /metrics is its queues' depths."""
         labels: Mapping[str, str] = {"env": self.env, "layer": "ephemeral", "colour": self.colour}
         return [
             ScrapeTarget(
@@ -163,5 +164,5 @@ class ColourPlan:
                 "/metrics",
                 {**labels, "service": role, "release": self.release_id},
             )
-            for role in ("api-gateway", "order-processor")
+            for role in ("sqs", "api-gateway", "order-processor")
         ]
