@@ -72,11 +72,14 @@ from support import (
     REPO,
     System,
     WrkResult,
+    cmdline,
     fill_queue,
     first_user,
+    pid_of,
     queue_depth,
     register,
     tree_cpu,
+    wait_healthy,
     wrk,
     wrk_request_script,
     wrk_row,
@@ -138,24 +141,6 @@ def sqs_client(plan: ColourPlan) -> Any:
         aws_access_key_id="bench",
         aws_secret_access_key="bench",
     )
-
-
-def cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-
-
-def pid_of(supervisor: Supervisor, name: str) -> int:
-    info = supervisor.info(name)
-    assert info is not None and info.pid, f"{name} is not running"
-    return int(info.pid)
-
-
-def wait_healthy(bluegreen: BlueGreen, colour: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while unhealthy := bluegreen.unhealthy(colour):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{colour} not healthy after {timeout:.0f} s: {unhealthy}")
-        time.sleep(0.5)
 
 
 # --- intake -------------------------------------------------------------------------------

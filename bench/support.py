@@ -26,11 +26,13 @@ import httpx
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.messages import build_order_message
+from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.durable import nginx
 from echobase.platform.durable.layer import tree_rss
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.runtime.processes import free_port, free_ports
+from echobase.platform.runtime.supervisor import Supervisor
 from echobase.platform.stack import Stack, free_port_overrides, render_ports_toml
 
 ECHOBASE = str(Path(sys.executable).parent / "echobase")
@@ -163,6 +165,27 @@ class System:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+# --- the running system's processes ----------------------------------------------------
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def pid_of(supervisor: Supervisor, name: str) -> int:
+    info = supervisor.info(name)
+    assert info is not None and info.pid, f"{name} is not running"
+    return int(info.pid)
+
+
+def wait_healthy(bluegreen: BlueGreen, colour: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while unhealthy := bluegreen.unhealthy(colour):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{colour} not healthy after {timeout:.0f} s: {unhealthy}")
+        time.sleep(0.5)
+
+
 # --- users and orders -----------------------------------------------------------------------
 
 
@@ -194,6 +217,37 @@ def first_user(creds: DatabaseCredentials) -> int:
             return int(cur.fetchone()[0])
     finally:
         conn.close()
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional set size of a process and its descendants, in bytes: each shared page
+    split between the processes mapping it, so the sum over a system is what it holds."""
+    family, todo = [], [pid]
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(parent, []).append(int(stat.parent.name))
+    while todo:
+        current = todo.pop()
+        family.append(current)
+        todo += parents.get(current, [])
+    total = 0
+    for member in family:
+        try:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def pss_mib(pids: dict[str, int]) -> dict[str, float]:
+    return {name: tree_pss(pid) / 2**20 for name, pid in pids.items()}
 
 
 def rss_mib(pids: dict[str, int]) -> dict[str, float]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bluegreen_support import (
     TEST_SERVICE_SETTINGS,
@@ -26,9 +27,11 @@ from bluegreen_support import (
     stored_orders,
 )
 from echobase.app.core.config import GatewaySettings
+from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE
 from echobase.platform.bluegreen.lock import deploy_lock
 from echobase.platform.bluegreen.pipeline import target_colour
 from echobase.platform.durable.mariadb import app_connection
+from echobase.platform.durable.nginx import PLATFORM_METRICS_PATH
 from echobase.platform.release import build_release
 from echobase.platform.runtime.services import supervisor_for
 from echobase.platform.stack import COLOURS
@@ -108,7 +111,7 @@ def test_second_deploy_goes_to_blue_with_the_other_release_and_rollback_returns(
     targets_dir = bg.system.plan("devlocal").prometheus.targets_dir
     for colour in ("blue", "green"):
         groups = json.loads((targets_dir / f"{colour}.json").read_text())
-        assert {g["labels"]["service"] for g in groups} == {"api-gateway", "order-processor"}
+        assert {g["labels"]["service"] for g in groups} == {"sqs", "api-gateway", "order-processor"}
         assert {g["labels"]["colour"] for g in groups} == {colour}
     direct = bg.system.plan("devlocal").stack.ports.of("devlocal")["lb_blue"]
     metrics = httpx.get(f"http://127.0.0.1:{direct}/metrics", timeout=10)
@@ -118,6 +121,34 @@ def test_second_deploy_goes_to_blue_with_the_other_release_and_rollback_returns(
     assert active(bg) == "green"
     assert json.loads(bg.system.ok("switch", "blue", "--json").stdout)["to"] == "blue"
     assert active(bg) == "blue"
+
+
+def test_platform_metrics_count_the_deploys_switches_and_rollbacks_so_far(bg):
+    """After the two tests above: deploys A to green and B to blue, a rollback to green (A)
+    and a switch to blue (B), which is live."""
+    with lb_client(bg) as lb:
+        answer = lb.get(PLATFORM_METRICS_PATH)
+    assert answer.status_code == 200, answer.text
+    samples = {
+        (s.name, s.labels.get("colour"), s.labels.get("release")): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+    }
+    a, b = bg.release_a.id, bg.release_b.id
+    assert samples == {
+        ("echobase_live_colour", "blue", None): 1,
+        ("echobase_live_colour", "green", None): 0,
+        ("echobase_deploys_total", "green", a): 1,
+        ("echobase_deploys_total", "blue", b): 1,
+        ("echobase_rollbacks_total", "green", a): 1,
+        ("echobase_switches_total", "blue", b): 1,
+    }
+    # Each colour's queue server reports its queues for Prometheus.
+    sqs = bg.system.plan("devlocal").stack.ports.of("blue")["sqs"]
+    queues = httpx.get(f"http://127.0.0.1:{sqs}/metrics", timeout=10).text
+    for queue in (ORDER_QUEUE, DEAD_LETTER_QUEUE):
+        for state in ("visible", "in_flight", "delayed"):
+            assert f'echobase_queue_messages{{queue="{queue}",state="{state}"}}' in queues
 
 
 def test_blue_and_green_count_one_rate_limit(bg):

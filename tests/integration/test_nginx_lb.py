@@ -24,9 +24,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from echobase.platform.bluegreen import event_metrics, history
+from echobase.platform.durable import prometheus
 from echobase.platform.durable.credentials import self_signed_certificate
 from echobase.platform.durable.nginx import (
+    LIVE_COLOUR_METRIC,
+    PLATFORM_METRICS_PATH,
     PROMETHEUS_BURST,
     LoadBalancerError,
     LoadBalancerSpec,
@@ -41,7 +46,9 @@ from echobase.platform.durable.nginx import (
     render_config,
     server_command,
 )
-from echobase.platform.durable.plan import nginx_worker_user
+from echobase.platform.durable.plan import nginx_worker_user, platform_metrics_target
+from echobase.platform.durable.prometheus import PrometheusSpec
+from echobase.platform.monitoring.settings import MonitoringSettings
 from echobase.platform.runtime.processes import spawn, terminate, wait_http
 
 SECURITY_HEADERS = {
@@ -478,3 +485,87 @@ def test_password_guessing_on_prometheus_is_throttled(lb: LB) -> None:
                 assert time.monotonic() < deadline, f"no 429 after {len(statuses)} guesses"
                 statuses += pool.map(guess, range(16))
     assert set(statuses) == {401, 429}
+
+
+# --- the platform's metrics ----------------------------------------------------------------------
+
+
+def _platform_samples(lb: LB) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = lb.client.get(lb.https + PLATFORM_METRICS_PATH)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/plain"
+    assert response.headers["cache-control"] == "no-store"
+    _assert_security_headers(response)
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def _live(colour: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return (LIVE_COLOUR_METRIC, (("colour", colour),))
+
+
+def test_platform_metrics_follow_the_live_record_and_the_counters_file(
+    lb: LB, tmp_path: Path
+) -> None:
+    lb.spec.platform_events_file.unlink(missing_ok=True)
+    lb.switch("blue")
+    # No counters file yet: the gauge alone, no error page in the exposition.
+    assert _platform_samples(lb) == {_live("blue"): 1, _live("green"): 0}
+    history.record(tmp_path, "deploy", None, "green", "r1", "ok", 1.0)
+    history.record(tmp_path, "switch", "green", "blue", "r2", "ok", 1.0)
+    event_metrics.publish(tmp_path, lb.spec.platform_events_file)
+    lb.switch("green")
+    assert _platform_samples(lb) == {
+        _live("blue"): 0,
+        _live("green"): 1,
+        ("echobase_deploys_total", (("colour", "green"), ("release", "r1"))): 1,
+        ("echobase_switches_total", (("colour", "blue"), ("release", "r2"))): 1,
+    }
+    lb.switch(None)
+    samples = _platform_samples(lb)
+    assert (samples[_live("blue")], samples[_live("green")]) == (0, 0)
+    # The file itself is reachable only through the metrics page.
+    assert lb.client.get(lb.https + "/.platform-events").status_code == 404
+
+
+def test_prometheus_scrapes_the_platform_metrics_trusting_the_lbs_certificate(
+    lb: LB, tmp_path: Path
+) -> None:
+    lb.switch("blue")
+    port = _distinct_free_ports(1)[0]
+    spec = PrometheusSpec(
+        env="ci",
+        home=tmp_path / "prometheus",
+        host="127.0.0.1",
+        port=port,
+        external_url=f"http://127.0.0.1:{port}/prometheus/",
+        settings=MonitoringSettings(scrape_interval_seconds=1),
+        # What the scrape job needs for a target on the LB's HTTPS port: its certificate.
+        tls_ca_file=lb.spec.cert_file,
+    )
+    spec.home.mkdir()
+    spec.config_file.write_text(prometheus.render_config(spec))
+    prometheus.write_targets(spec, "durable", [platform_metrics_target(lb.spec)])
+    process = spawn(prometheus.server_command(spec), tmp_path / "prometheus.log")
+    try:
+        wait_http(spec.ready_url, 60, process, ok=200)
+        api = f"http://127.0.0.1:{port}/prometheus/api/v1"
+
+        def live_colour_scraped() -> bool:
+            query = {"query": f"{LIVE_COLOUR_METRIC} == 1"}
+            result = httpx.get(api + "/query", params=query, timeout=5).json()["data"]["result"]
+            return [r["metric"]["colour"] for r in result] == ["blue"]
+
+        deadline = time.monotonic() + 30
+        while not live_colour_scraped():
+            targets = httpx.get(api + "/targets", timeout=5).json()["data"]["activeTargets"]
+            assert time.monotonic() < deadline, targets
+            time.sleep(0.2)
+        (target,) = httpx.get(api + "/targets", timeout=5).json()["data"]["activeTargets"]
+        assert target["health"] == "up" and target["scrapeUrl"].startswith("https://")
+        assert target["labels"]["service"] == "nginx"
+    finally:
+        terminate(process)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from decimal import Decimal
@@ -102,6 +103,8 @@ def test_same_message_delivered_twice_makes_one_row(backing, user_id):
             "both deliveries to be processed",
         )
         assert len(rows_for(backing, message["orderId"])) == 1
+        metrics = httpx.get(url + "/metrics").text
+        assert "echobase_orders_duplicates_total 1.0" in metrics, metrics
     finally:
         backing.stack.stop("proc-dup")
 
@@ -131,19 +134,25 @@ def test_poison_message_goes_to_dlq_and_later_orders_still_land(backing, user_id
         backing.stack.stop("proc-poison")
 
 
-def failed_receives(backing, name: str, message_id: str) -> int:
-    """How many times the processor ``name`` received ``message_id`` and could not store it:
-    it logs one line per such receive."""
+def log_entries(backing, name: str, event: str) -> list[dict]:
+    """The processor ``name``'s JSON log lines for ``event``."""
     log = backing.stack.home / "logs" / f"{name}.log"
-    count = 0
+    entries = []
     for line in log.read_text(errors="replace").splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
-            continue  # uvicorn's own lines are not JSON
-        if entry.get("event") == "order not stored; will retry":
-            count += entry.get("message_id") == message_id
-    return count
+            continue
+        if entry.get("event") == event:
+            entries.append(entry)
+    return entries
+
+
+def failed_receives(backing, name: str, message_id: str) -> int:
+    """How many times the processor ``name`` received ``message_id`` and could not store it:
+    it logs one line per such receive."""
+    retries = log_entries(backing, name, "order not stored; will retry")
+    return sum(entry.get("message_id") == message_id for entry in retries)
 
 
 def queue_depth(sqs, queue_url: str) -> tuple[int, int]:
@@ -158,10 +167,10 @@ def queue_depth(sqs, queue_url: str) -> tuple[int, int]:
     )
 
 
-def test_unstorable_order_is_dead_lettered_by_redrive_after_exactly_3_receives(backing, user_id):
+def test_unstorable_order_goes_to_the_dlq_with_its_reason_on_its_last_delivery(backing, user_id):
     # Valid shape, but the user does not exist: the foreign key refuses it on every try.
-    # Two seconds of visibility keep at least four seconds between the second receive and
-    # the move (which the server makes at the receive after the third), ample to look.
+    # On the redrive policy's last delivery (maxReceiveCount 3, app/queues.py) the processor
+    # moves it to the DLQ itself, with the reason, instead of leaving the move to the queue.
     queues = backing.new_queues(visibility_timeout=2)
     sqs = backing.stack.client("sqs")
     orphan = order_message(2_000_000_000)
@@ -171,25 +180,19 @@ def test_unstorable_order_is_dead_lettered_by_redrive_after_exactly_3_receives(b
     backing.start_processor("proc-redrive", queues)
     try:
         wait_until(lambda: rows_for(backing, good["orderId"]), 15, "the good order")
-        wait_until(
-            lambda: failed_receives(backing, "proc-redrive", orphan_id) >= 2,
-            30,
-            "the processor's second failed receive of the orphan order",
-        )
-        assert failed_receives(backing, "proc-redrive", orphan_id) == 2
-        assert queue_depth(sqs, queues.dlq_url) == (0, 0), "dead-lettered after 2 receives"
         wait_until(lambda: queue_depth(sqs, queues.dlq_url)[0] == 1, 30, "the orphan in the DLQ")
-        # maxReceiveCount is 3 (app/queues.py): not one receive more, not one fewer.
-        assert failed_receives(backing, "proc-redrive", orphan_id) == 3
+        # Not one receive more, not one fewer: two retries, then the move.
+        assert failed_receives(backing, "proc-redrive", orphan_id) == 2
+        (moved,) = log_entries(backing, "proc-redrive", "message to DLQ")
+        assert moved["message_id"] == orphan_id
+        assert moved["reason"] == "not stored: IntegrityError"
         assert queue_depth(sqs, queues.queue_url) == (0, 0)
-        dead = receive_all(
-            sqs, queues.dlq_url, AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=1
-        )
-        assert [m["MessageId"] for m in dead] == [orphan_id]
-        assert json.loads(dead[0]["Body"])["orderId"] == orphan["orderId"]
-        # The move keeps the message and its count (3 receives from the order queue); this
-        # receive from the DLQ is one more.
-        assert dead[0]["Attributes"]["ApproximateReceiveCount"] == "4"
+        dead = receive_all(sqs, queues.dlq_url, MessageAttributeNames=["All"], WaitTimeSeconds=1)
+        assert len(dead) == 1
+        assert json.loads(dead[0]["Body"]) == orphan  # the body as it was sent
+        attributes = dead[0]["MessageAttributes"]
+        assert attributes["FailureReason"]["StringValue"] == "not stored: IntegrityError"
+        assert attributes["SourceMessageId"]["StringValue"] == orphan_id
         assert rows_for(backing, orphan["orderId"]) == []
     finally:
         backing.stack.stop("proc-redrive")
@@ -306,3 +309,78 @@ def test_dead_letter_queue_found_from_the_redrive_policy(backing):
         assert [m["Body"] for m in dlq_bodies(sqs, queues.dlq_url)] == ["not an order"]
     finally:
         backing.stack.stop("proc-nodlq")
+
+
+class Collector:
+    """A real OTLP/HTTP endpoint on a free port (what a collector's receiver answers): it
+    keeps every ExportTraceServiceRequest posted to /v1/traces."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        received = self.requests = []
+
+        class Receiver(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/traces":
+                    received.append(ExportTraceServiceRequest.FromString(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def spans(self) -> list[tuple[str, str]]:
+        """(span name, order id attribute or "") of everything received."""
+        found = []
+        for request in self.requests:
+            for resource in request.resource_spans:
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        attributes = {a.key: a.value.string_value for a in span.attributes}
+                        found.append((span.name, attributes.get("echobase.order_id", "")))
+        return found
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_spans_go_to_a_collector_when_an_otlp_endpoint_is_set(backing, user_id, tmp_path):
+    collector = Collector()
+    queues = backing.new_queues()
+    sqs = backing.stack.client("sqs")
+    message = order_message(user_id)
+    send(sqs, queues.queue_url, message)
+    store = tmp_path / "traces"
+    backing.start_processor(
+        "proc-otlp",
+        queues,
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        ECHOBASE_TRACES_DIR=str(store),
+    )
+    try:
+        wait_until(
+            lambda: (
+                ("INSERT orders", "") in collector.spans()
+                and any(order == message["orderId"] for _, order in collector.spans())
+            ),
+            20,
+            "the order's spans at the collector",
+        )
+        assert not store.exists() or not any(store.iterdir())  # nothing kept locally
+    finally:
+        backing.stack.stop("proc-otlp")
+        collector.close()

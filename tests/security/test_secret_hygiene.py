@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from durable_support import children
 from echobase.platform.durable.credentials import MCP_API_KEY, TLS
 from security.live_support import register
-from tests_support import MCP_ACCEPT, MCP_TOOL_CALL
+from tests_support import MCP_ACCEPT, MCP_TOOL_CALL, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 MIN_NEEDLE = 16  # shorter values (a port, the user name "echobase") are not secrets
@@ -51,9 +50,10 @@ def _descendants(root: int) -> list[int]:
     return pids
 
 
-def _exercise(live) -> None:
-    """Every path that could log something sensitive: register, good and bad logins, an
-    order, the history, a forged token."""
+def _exercise(live) -> tuple[str, str]:
+    """Every path that could log or trace something sensitive: register, good and bad
+    logins, an order, the history, a forged token. Returns a user's password and the
+    order's trace id."""
     with live.lb() as lb:
         body = register(lb, live.origin, "hyg")
         login = {"username": body["username"], "password": body["password"]}
@@ -62,6 +62,7 @@ def _exercise(live) -> None:
         auth = {**live.origin, "Authorization": f"Bearer {r.cookies['echobase_token']}"}
         r = lb.post("/api/v1/orders", json={"productId": 1, "quantity": 1}, headers=auth)
         assert r.status_code == 201, r.text
+        trace_id = r.headers["x-correlation-id"]
         assert lb.get("/api/v1/orders", headers=auth).status_code == 200
         wrong = {"username": body["username"], "password": "Wrong1Password"}
         assert lb.post("/api/v1/auth/login", json=wrong, headers=live.origin).status_code == 401
@@ -76,12 +77,20 @@ def _exercise(live) -> None:
         wrong = {**MCP_ACCEPT, "Authorization": f"Bearer {key}x"}
         r = lb.post("/mcp", json=MCP_TOOL_CALL, headers=wrong)
         assert r.status_code == 401, r.text
-    time.sleep(1)  # the services' log lines reach their files
+    traces = live.plan.traces_dir
+
+    def stored() -> bool:  # the processor's spans of the order are the last to arrive
+        lines = (line for f in traces.glob("order-processor-*") for line in f.open("rb"))
+        return any(trace_id.encode() in line for line in lines)
+
+    wait_until(stored, 15, "the order's spans in the trace store")
+    return body["password"], trace_id
 
 
 def test_no_secret_in_logs_files_arguments_or_environment(live):
     needles = _needles(live.system.secret_values("devlocal"))
-    _exercise(live)
+    password, _ = _exercise(live)
+    needles["a user's password"] = password.encode()
     root = live.system.supervisord_pid()
     assert root is not None
     pids = _descendants(root)
@@ -95,18 +104,22 @@ def test_no_secret_in_logs_files_arguments_or_environment(live):
             for label, needle in needles.items():
                 assert needle not in data, f"{label} in /proc/{pid}/{part}"
 
-    logs, holders = 0, []
+    logs, spans, holders = 0, 0, []
     for path in live.system.home.rglob("*"):
         if not path.is_file() or path.is_symlink():
             continue
         data = path.read_bytes()
-        is_log = path.suffix in (".log", ".err", ".out") or "logs" in path.parts
+        # Spans and their attributes are held to the same rule as log lines.
+        is_trace = path.parent == live.plan.traces_dir
+        is_log = path.suffix in (".log", ".err", ".out") or "logs" in path.parts or is_trace
         logs += is_log
+        spans += is_trace
         for label, needle in needles.items():
             if needle in data:
                 assert not is_log, f"{label} in the log {path}"
                 holders.append((path, label))
     assert logs >= 5, "no logs were scanned"
+    assert spans >= 2, "no trace files were scanned"  # the gateway's and the processor's
     # The scan finds a secret where one must be: the LB's private key, for nginx to read.
     key_file = live.plan.load_balancer(None).key_file
     assert (key_file, f"{TLS}:private_key") in holders, holders

@@ -67,9 +67,9 @@ def test_team_settings_apply_but_cannot_move_a_service(tmp_path):
 
 def test_scrape_targets_carry_env_colour_service_and_release(tmp_path):
     targets = plan(tmp_path, "green").scrape_targets()
-    assert {t.labels["service"] for t in targets} == {"api-gateway", "order-processor"}
+    assert {t.labels["service"] for t in targets} == {"sqs", "api-gateway", "order-processor"}
     assert all(t.labels["colour"] == "green" and t.labels["env"] == "devlocal" for t in targets)
-    assert {t.address for t in targets} == {"127.0.0.1:3101", "127.0.0.1:3201"}
+    assert {t.address for t in targets} == {"127.0.0.1:4666", "127.0.0.1:3101", "127.0.0.1:3201"}
 
 
 def _hold(directory: str, seconds: float) -> None:

@@ -125,7 +125,11 @@ def test_one_description_feeds_every_renderer(tmp_path):
     assert lb.mcp_port == 4300 and plan.mcp_url == "http://127.0.0.1:4300/mcp"
     colour = ColourPlan(plan.stack, "blue", "devlocal", Path("/r/bin/python"), "r1")
     assert colour.service_env("api-gateway")["ECHOBASE_MCP_URL"] == plan.mcp_url
-    assert {t.address for t in plan.scrape_targets()} == {"127.0.0.1:10090", "127.0.0.1:4300"}
+    assert {t.address for t in plan.scrape_targets()} == {
+        "127.0.0.1:10090",
+        "127.0.0.1:4300",
+        "127.0.0.1:1443",  # nginx: the live colour and deploy counters
+    }
 
 
 def test_no_program_carries_a_secret(tmp_path):

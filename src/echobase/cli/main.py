@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from echobase import __version__
-from echobase.cli import bluegreen, dashboards, data, dev, durable, release
+from echobase.cli import bluegreen, dashboards, data, dev, durable, observe, release
 from echobase.platform.doctor import run_checks
 from echobase.platform.preflight import ours
 
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(durable.app, name="durable")
 app.add_typer(release.app, name="release")
 bluegreen.register(app)
+observe.register(app)
 app.add_typer(dev.app, name="dev")
 app.add_typer(data.queues, name="queues")
 app.add_typer(data.db, name="db")

@@ -18,7 +18,8 @@ visible messages behind every receive are a lazy view with one clock reading; an
 DeleteMessage finds its message through an index of receipt handles and removes it in place,
 under the lock that SendMessage already takes.
 
-It also keeps HTTP connections alive between requests (see ``keep_alive_handler``).
+It also keeps HTTP connections alive between requests (see ``keep_alive_handler``), and
+answers ``GET /metrics`` with the queues' depths for Prometheus (see ``queue_metrics``).
 
 All of this reaches into moto's private internals, which change without notice: pyproject
 pins moto to ``SUPPORTED_MOTO``, and ``check_moto`` refuses to patch a moto whose internals
@@ -402,6 +403,9 @@ def main(argv: list[str] | None = None) -> None:
             app = DurableAnswers(app, open_queues(args.state_dir, _by_receipt, args.compact_at))
         except (JournalError, OSError) as exc:
             sys.exit(f"queue server: {exc}")
+    from echobase.platform.queue_metrics import QueueMetrics
+
+    app = QueueMetrics(app)  # outermost: a scrape is neither an AWS call nor journaled
     # Acknowledged changes are on disk already: stopping needs nothing but an exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))

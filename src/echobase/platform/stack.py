@@ -135,7 +135,8 @@ class FileConfig:
 
     port_offset: int | None
     ports: dict[str, dict[str, int]]
-    # Plain ECHOBASE_* settings for the colours' services (rate limits, workers, ...).
+    # Plain ECHOBASE_* settings for the services (rate limits, workers, ...), and
+    # OpenTelemetry's OTEL_* ones.
     service_settings: dict[str, str]
     # Prometheus's intervals and the alerts' thresholds ([monitoring]).
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
@@ -156,6 +157,8 @@ RESERVED_SETTINGS = frozenset(
         "ECHOBASE_JWT_SECRET_NAME",
         "ECHOBASE_MCP_URL",
         "ECHOBASE_MCP_KEY_SECRET_NAME",
+        "ECHOBASE_ENVIRONMENT",
+        "ECHOBASE_TRACES_DIR",
     }
 )
 
@@ -184,9 +187,10 @@ def read_config_files(paths: list[Path]) -> FileConfig:
             for key, port in table.items():
                 merged.setdefault(owner, {})[key] = _integer(port, f"{path}: ports.{owner}.{key}")
         for key, value in data.get("services", {}).items():
-            if not key.startswith("ECHOBASE_") or key in RESERVED_SETTINGS:
+            # OTEL_*: OpenTelemetry's own settings (a collector's endpoint, the sampler).
+            if not key.startswith(("ECHOBASE_", "OTEL_")) or key in RESERVED_SETTINGS:
                 raise StackConfigError(
-                    f"{path}: [services] takes ECHOBASE_* service settings, not {key!r}"
+                    f"{path}: [services] takes ECHOBASE_* and OTEL_* service settings, not {key!r}"
                 )
             if isinstance(value, bool | dict | list):
                 raise StackConfigError(f"{path}: services.{key} must be a string or number")

@@ -6,6 +6,7 @@ Credentials are deliberately absent: they come from Secrets Manager (see ``core.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -52,6 +53,14 @@ class ServiceSettings(BaseSettings):
     # A request head that has not all arrived by then is refused (408), as nginx's
     # client_header_timeout in front of it. See core/slow_clients.py.
     header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The durable environment it runs against; on every span.
+    environment: str = "devlocal"
+    # Where spans are kept when no OTLP endpoint is set (see core.telemetry); None: nowhere.
+    traces_dir: Path | None = None
+    # Head sampling: the share of new traces kept (a sampled caller's are always kept).
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    trace_file_bytes: int = Field(default=16 * 2**20, ge=2**16)
+    trace_store_bytes: int = Field(default=256 * 2**20, ge=2**20)
 
 
 class GatewaySettings(ServiceSettings):

@@ -1,4 +1,7 @@
-"""Structured JSON logs. No code logs credentials, and the SDK loggers that would are muted."""
+"""Structured JSON logs: one object per line with time, level, service, colour, release and,
+inside a traced request or message, its trace_id and span_id (what `echobase logs --trace`
+finds). The standard library's records (uvicorn's, the SDKs') go through the same renderer.
+No code logs credentials, and the SDK loggers that would are muted."""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ import os
 import sys
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from echobase.app.core.telemetry import current_ids
 
 # SDK wire logs print whole responses, GetSecretValue's included: never below WARNING.
 # The MCP SDK and its HTTP client log a line per request at INFO.
@@ -52,15 +58,45 @@ def _silence() -> None:
         os.close(devnull)
 
 
-def configure_logging(service: str, colour: str, level: str = "info") -> None:
-    logging.basicConfig(format="%(message)s", stream=_Stdout(), level=level.upper())
+def add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    ids = current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
+
+
+def configure_logging(service: str, colour: str, level: str = "info", release: str = "") -> None:
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+        add_trace_ids,
+    ]
+    handler = logging.StreamHandler(_Stdout())  # type: ignore[arg-type]
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # uvicorn installs its own plain-text handlers; its records go through ours instead.
+    # (Its access log stays off: the services log what matters about a request themselves.)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
@@ -70,4 +106,4 @@ def configure_logging(service: str, colour: str, level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_Stdout()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.bind_contextvars(service=service, colour=colour)
+    structlog.contextvars.bind_contextvars(service=service, colour=colour, release=release)

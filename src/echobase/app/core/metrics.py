@@ -1,33 +1,42 @@
-"""Prometheus exposition shared by both services (multi-process aware for uvicorn workers)."""
+"""The order services' own metrics, and the ``/metrics`` route the gateway and the processor
+share (see ``exposition`` for the format and the multi-worker merge)."""
 
 from __future__ import annotations
 
-import os
+from fastapi import APIRouter, Request, Response
+from prometheus_client import Counter, Histogram
 
-from fastapi import APIRouter, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from echobase.app.core.exemplars import trace_exemplar
+from echobase.app.core.exposition import metrics_response
 
 ORDERS_ACCEPTED = Counter("echobase_orders_accepted_total", "Orders queued by the gateway")
 ORDERS_STORED = Counter("echobase_orders_stored_total", "Orders written by the processor")
 ORDERS_DEAD_LETTERED = Counter(
     "echobase_orders_dead_lettered_total", "Messages the processor sent to the DLQ"
 )
+ORDERS_DUPLICATES = Counter(
+    "echobase_orders_duplicates_total",
+    "Redelivered orders the processor found already stored and skipped",
+)
 BATCH_SECONDS = Histogram("echobase_processor_batch_seconds", "Time to store one received batch")
+ORDER_PROCESSING_SECONDS = Histogram(
+    "echobase_order_processing_seconds",
+    "From the queue's SentTimestamp to the order's row committed",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def observe_with_trace(histogram: Histogram, seconds: float) -> None:
+    """Observe, with the current sampled span's trace id as the bucket's exemplar.
+
+    Meant for the single-process processor: in multiprocess mode prometheus_client drops
+    exemplars, and ``http_metrics`` shows how a gateway worker keeps them instead."""
+    histogram.observe(seconds, trace_exemplar())
+
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    return metrics_response(request.headers.get("accept"))

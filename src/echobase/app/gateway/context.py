@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.concurrency import run_in_threadpool
 
@@ -46,6 +47,8 @@ async def gateway_lifespan(app: FastAPI, settings: GatewaySettings) -> AsyncIter
     jwt_key = await run_in_threadpool(load_jwt_key, settings)
     engine = create_engine(credentials, settings.db_pool_size)
     counters = create_engine(credentials, settings.db_pool_size, autocommit=True)
+    # Statements (never their parameters) as spans of the request that runs them.
+    SQLAlchemyInstrumentor().instrument(engines=[engine.sync_engine, counters.sync_engine])
     catalog = Catalog(engine, settings.catalog_refresh_seconds)
     async with contextlib.AsyncExitStack() as stack:
         sqs = await stack.enter_async_context(sqs_client(settings, 5, 64))

@@ -6,13 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.middleware.cors import CORSMiddleware
 
 from echobase import __version__
 from echobase.app.core import metrics
 from echobase.app.core.config import GatewaySettings, gateway_settings
+from echobase.app.core.http_metrics import HttpMetricsMiddleware
 from echobase.app.core.logging import configure_logging
 from echobase.app.core.serve import follow_server_process
+from echobase.app.core.telemetry import FASTAPI_TELEMETRY_OFF, configure_tracing
 from echobase.app.gateway.api.routes import auth, health, orders, products
 from echobase.app.gateway.context import gateway_lifespan
 from echobase.app.gateway.errors import install_error_handlers
@@ -25,12 +28,14 @@ API_PREFIX = "/api/v1"
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     follow_server_process()  # in each uvicorn worker, which imports and calls this
     settings = settings or gateway_settings()
-    configure_logging("api-gateway", settings.colour, settings.log_level)
+    configure_logging("api-gateway", settings.colour, settings.log_level, settings.release)
+    tracing = configure_tracing("api-gateway", settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with gateway_lifespan(app, settings):
             yield
+        tracing.shutdown()  # the last spans reach the store
 
     app = FastAPI(
         title="echobase API gateway",
@@ -38,6 +43,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     for module in (auth, products, orders):
@@ -47,7 +53,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     install_error_handlers(app)
 
-    # Added innermost first: the edge runs before everything else and sees every answer.
+    # Added innermost first: the edge runs before everything else but the request metrics,
+    # and sees every answer.
     app.add_middleware(
         RateLimitMiddleware,
         limiter=lambda: getattr(getattr(app.state, "ctx", None), "limiter", None),
@@ -67,5 +74,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         trusted_proxies=settings.trusted_proxies,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout_seconds,
+    )
+    # Outside the edge: its refusals and its last-resort 500 are counted as answered.
+    app.add_middleware(HttpMetricsMiddleware)
+    # Outermost of all (it wraps the whole middleware stack): the request's span is current
+    # when the edge picks the answer's X-Correlation-ID, which is the trace id, and when the
+    # metrics take it as an exemplar. Health probes and scrapes are not traced. No spans for
+    # each ASGI receive/send message.
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=tracing,
+        excluded_urls="/health,/metrics",
+        exclude_spans=["receive", "send"],
     )
     return app

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
+from opentelemetry import trace
 
 from echobase.app.gateway.errors import error_body
 from echobase.app.gateway.ratelimit import RateLimiter
@@ -104,6 +105,18 @@ async def _send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
+def _correlation_id(inbound: str | None) -> str:
+    """The caller's own well-formed id is kept (the reference contract) and recorded on the
+    request's span, so `echobase trace` finds the trace by it; otherwise the answer carries
+    the trace id itself, which a user copies from the browser."""
+    span = trace.get_current_span()
+    if inbound and _CORRELATION_ID.fullmatch(inbound):
+        span.set_attribute("echobase.correlation_id", inbound)
+        return inbound
+    context = span.get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else str(uuid.uuid4())
+
+
 class EdgeMiddleware:
     def __init__(
         self,
@@ -125,10 +138,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        inbound = _header(scope, b"x-correlation-id")
-        correlation_id = (
-            inbound if inbound and _CORRELATION_ID.fullmatch(inbound) else str(uuid.uuid4())
-        )
+        correlation_id = _correlation_id(_header(scope, b"x-correlation-id"))
         peer = scope.get("client")[0] if scope.get("client") else None
         ip = client_ip(peer, _header(scope, b"x-forwarded-for"), self.trusted_proxies)
         scope.setdefault("state", {}).update(correlation_id=correlation_id, client_ip=ip)

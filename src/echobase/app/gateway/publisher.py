@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from echobase.app.core.telemetry import inject_into_attributes, tracer
 
 log = structlog.get_logger()
 
@@ -36,6 +39,7 @@ class _Pending:
 class OrderPublisher:
     def __init__(self, sqs: Any, queue_url: str, senders: int = 4) -> None:
         self._sqs, self._queue_url, self._senders = sqs, queue_url, senders
+        self._queue_name = queue_url.rsplit("/", 1)[-1]
         self._waiting: asyncio.Queue[_Pending] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -54,10 +58,32 @@ class OrderPublisher:
                 item.done.set_exception(PublishError("gateway stopping"))
 
     async def publish(self, body: str, attributes: dict[str, Any]) -> str:
-        """Queue one message; return its MessageId once SQS has accepted it."""
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        await self._waiting.put(_Pending(body, attributes, done))
-        return await done
+        """Queue one message; return its MessageId once SQS has accepted it. The message
+        carries the trace context of its own send span, the parent of the consumer's work."""
+        with tracer().start_as_current_span(
+            f"send {self._queue_name}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "aws_sqs",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "SendMessageBatch",
+                "messaging.destination.name": self._queue_name,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            attributes = dict(attributes)
+            inject_into_attributes(attributes)
+            done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            await self._waiting.put(_Pending(body, attributes, done))
+            try:
+                message_id = await done
+            except PublishError as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_attribute("error.type", str(exc))
+                raise
+            span.set_attribute("messaging.message.id", message_id)
+            return message_id
 
     async def _sender(self) -> None:
         while True:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import structlog
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,10 +34,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from echobase import __version__
 from echobase.app.core.config import McpSettings, mcp_settings
 from echobase.app.core.database import create_engine, reachable
+from echobase.app.core.exposition import metrics_response
 from echobase.app.core.logging import configure_logging
 from echobase.app.core.names import MCP_PATH
 from echobase.app.core.secrets import load_database_credentials, load_key
 from echobase.app.core.serve import follow_server_process
+from echobase.app.core.telemetry import configure_tracing
 from echobase.app.db.models import Order
 from echobase.app.mcp.contract import (
     ORDER_STATUS_TOOL,
@@ -191,7 +193,9 @@ def create_app(settings: McpSettings | None = None) -> Starlette:
     follow_server_process()
     settings = settings or mcp_settings()
     # Before the SDK's server: it would otherwise install a handler of its own.
-    configure_logging("mcp", "none", settings.log_level)
+    configure_logging("mcp", "none", settings.log_level, settings.release)
+    # The SDK's own server spans join the trace of the gateway's call (a login's).
+    tracing = configure_tracing("mcp", settings)
     held = Held()
     server = build_server(held)
     mcp_app = server.streamable_http_app(
@@ -223,6 +227,7 @@ def create_app(settings: McpSettings | None = None) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             await held.engine.dispose()
+            tracing.shutdown()
 
     async def health(_: Request) -> JSONResponse:
         recommender = held.recommender
@@ -243,8 +248,8 @@ def create_app(settings: McpSettings | None = None) -> Starlette:
         }
         return JSONResponse(body, status_code=200 if database else 503)
 
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        return metrics_response(request.headers.get("accept"))
 
     return Starlette(
         routes=[

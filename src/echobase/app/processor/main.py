@@ -21,25 +21,36 @@ from echobase.app.core.config import ProcessorSettings, processor_settings
 from echobase.app.core.database import create_engine
 from echobase.app.core.logging import configure_logging
 from echobase.app.core.secrets import load_database_credentials
+from echobase.app.core.telemetry import FASTAPI_TELEMETRY_OFF, configure_tracing
 from echobase.app.processor.consumer import OrderConsumer
 
 log = structlog.get_logger()
 
 
-async def dead_letter_queue_url(sqs: Any, settings: ProcessorSettings) -> str:
-    """The DLQ from settings, else from the queue's own redrive policy."""
+async def dead_letter_queue(sqs: Any, settings: ProcessorSettings) -> tuple[str, int | None]:
+    """The DLQ (from settings, else from the queue's redrive policy) and the policy's
+    maxReceiveCount (None when the policy cannot be read)."""
+    try:
+        attrs = await sqs.get_queue_attributes(
+            QueueUrl=settings.sqs_queue_url, AttributeNames=["RedrivePolicy"]
+        )
+        policy = json.loads(attrs["Attributes"]["RedrivePolicy"])
+    except Exception:
+        if not settings.sqs_dlq_url:
+            raise
+        return settings.sqs_dlq_url, None
+    limit = int(policy["maxReceiveCount"]) if "maxReceiveCount" in policy else None
     if settings.sqs_dlq_url:
-        return settings.sqs_dlq_url
-    attrs = await sqs.get_queue_attributes(
-        QueueUrl=settings.sqs_queue_url, AttributeNames=["RedrivePolicy"]
-    )
-    arn = json.loads(attrs["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"]
-    return str((await sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[-1]))["QueueUrl"])
+        return settings.sqs_dlq_url, limit
+    arn = policy["deadLetterTargetArn"]
+    url = (await sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[-1]))["QueueUrl"]
+    return str(url), limit
 
 
 def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
     settings = settings or processor_settings()
-    configure_logging("order-processor", settings.colour, settings.log_level)
+    configure_logging("order-processor", settings.colour, settings.log_level, settings.release)
+    tracing = configure_tracing("order-processor", settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,9 +58,8 @@ def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
         engine = create_engine(credentials, settings.db_pool_size)
         # Long polls hold the connection for up to 20 s: the read timeout must exceed that.
         async with sqs_client(settings, settings.wait_time_seconds + 10, 16) as sqs:
-            consumer = OrderConsumer(
-                settings, sqs, engine, await dead_letter_queue_url(sqs, settings)
-            )
+            dlq_url, max_receive_count = await dead_letter_queue(sqs, settings)
+            consumer = OrderConsumer(settings, sqs, engine, dlq_url, max_receive_count)
             app.state.consumer = consumer
             pollers = [asyncio.create_task(consumer.run()) for _ in range(settings.pollers)]
             log.info("processor started", queue=settings.sqs_queue_url, pollers=settings.pollers)
@@ -60,8 +70,14 @@ def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
                 await asyncio.gather(*pollers, return_exceptions=True)
                 await engine.dispose()
                 log.info("processor stopped", processed=consumer.processed)
+                tracing.shutdown()  # the last spans reach the store
 
-    app = FastAPI(title="echobase order processor", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="echobase order processor",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY_OFF,
+    )
     app.include_router(metrics.router)
 
     @app.get("/health")

@@ -51,12 +51,14 @@ def record(
     return event
 
 
-def read(directory: Path, limit: int = 50) -> list[Event]:
+def read(directory: Path, limit: int | None = 50) -> list[Event]:
+    """The last ``limit`` events, oldest first; every event with ``limit=None``."""
     path = directory / "history.jsonl"
     if not path.is_file():
         return []
     events = []
-    for line in path.read_text().splitlines()[-limit:]:
+    lines = path.read_text().splitlines()
+    for line in lines if limit is None else lines[-limit:]:
         try:
             events.append(Event(**json.loads(line)))
         except (ValueError, TypeError):

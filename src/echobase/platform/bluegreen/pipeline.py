@@ -15,7 +15,7 @@ from typing import Any
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform import contract
-from echobase.platform.bluegreen import history, smoke
+from echobase.platform.bluegreen import event_metrics, history, smoke
 from echobase.platform.bluegreen.lock import deploy_lock
 from echobase.platform.durable import credentials, nginx
 from echobase.platform.durable.layer import DurableLayer
@@ -441,6 +441,11 @@ class BlueGreen:
             outcome.seconds,
             outcome.detail,
         )
+        lb = self.durable.plan.load_balancer(None)
+        try:
+            event_metrics.publish(self.durable.plan.home, lb.platform_events_file)
+        except OSError as exc:  # the event happened; only its counter is late
+            self.progress(f"deploy counters not updated ({exc}); the next event rewrites them")
 
 
 def _run_json(python: Any, *args: str) -> dict[str, Any]:

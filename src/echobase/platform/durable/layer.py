@@ -19,6 +19,7 @@ from pathlib import Path
 
 import bcrypt
 
+from echobase.platform.bluegreen import event_metrics
 from echobase.platform.durable import credentials, mariadb, nginx, prometheus
 from echobase.platform.durable.credentials import DurableSecrets
 from echobase.platform.durable.plan import DurablePlan
@@ -163,6 +164,8 @@ class DurableLayer:
         current = nginx.current_active(self.plan.load_balancer(None))
         spec = self.plan.load_balancer(current)
         nginx.prepare(spec)
+        # Before nginx serves it: the deploy counters, rebuilt from the history if lost.
+        event_metrics.publish(self.plan.home, spec.platform_events_file)
         # State directories of earlier versions let www-data workers search through (0711);
         # the workers now run as the owner, so nobody else needs to enter them.
         for directory in (self.stack.home, self.plan.home.parent, self.plan.home):

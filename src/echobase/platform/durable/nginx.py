@@ -78,6 +78,13 @@ PROMETHEUS_BURST = 40
 # while still being a slow hash; the password's own entropy is what protects a leaked file.
 HTPASSWD_BCRYPT_ROUNDS = 8
 
+# The platform's own metrics (the live colour, deploy counters) for Prometheus on this
+# machine, on the HTTPS port beside /.active-env; the counters come from a file that
+# bluegreen.event_metrics rewrites, included by an internal subrequest (SSI).
+PLATFORM_METRICS_PATH = "/.platform-metrics"
+_PLATFORM_EVENTS_PATH = "/.platform-events"
+LIVE_COLOUR_METRIC = "echobase_live_colour"
+
 _LIVE_LINE = re.compile(r"^[ \t]*set[ \t]+\$echobase_live[ \t]+(\S+?)[ \t]*;", re.MULTILINE)
 # What is interpolated into the config must not be able to end a directive or open a block.
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:/@+\-\[\]]+$")
@@ -143,6 +150,11 @@ class LoadBalancerSpec:
         """The running master's pid, written by the launcher just before it becomes nginx;
         only a later launcher replaces it."""
         return self.home / "master.pid"
+
+    @property
+    def platform_events_file(self) -> Path:
+        """The deploy, switch and rollback counters nginx serves at PLATFORM_METRICS_PATH."""
+        return self.home / "platform-events.prom"
 
     @property
     def temp_root(self) -> Path:
@@ -262,6 +274,7 @@ def render_config(spec: LoadBalancerSpec) -> str:
         "    limit_req_zone $binary_remote_addr zone=echobase_prometheus:1m rate=10r/s;",
         "    limit_req_status 429;",
         "",
+        *_platform_metrics_maps(),
     ]
     for colour in sorted(spec.upstreams):
         lines += _upstream(f"echobase_{colour}", spec.host, spec.upstreams[colour])
@@ -396,6 +409,7 @@ def _https_server(spec: LoadBalancerSpec) -> list[str]:
         '            return 404 "{\\"error\\":\\"not found\\"}";',
         "        }",
         "",
+        *_platform_metrics_routes(spec, i2),
         "        location /prometheus/ {",
         f"            limit_req zone=echobase_prometheus burst={PROMETHEUS_BURST} nodelay;",
         f'            auth_basic "echobase {spec.env} prometheus";',
@@ -433,6 +447,67 @@ def _https_server(spec: LoadBalancerSpec) -> list[str]:
         )
     lines += ["    }", ""]
     return lines
+
+
+def _platform_metrics_maps() -> list[str]:
+    """$echobase_loopback (1 for a loopback peer) and $echobase_live_<colour> (1 for the
+    live colour, else 0), both resolved per request from what the server knows."""
+    lines = [
+        "    geo $echobase_loopback {",
+        "        default 0;",
+        "        127.0.0.0/8 1;",
+        "        ::1 1;",
+        "    }",
+        "",
+    ]
+    for colour in COLOURS:
+        lines += [
+            f"    map $echobase_live $echobase_live_{colour} {{",
+            f"        {colour} 1;",
+            "        default 0;",
+            "    }",
+        ]
+    return [*lines, ""]
+
+
+def platform_metrics_body() -> str:
+    """What ``return`` answers at PLATFORM_METRICS_PATH, as nginx config text: the gauge read
+    from $echobase_live (the record itself, so it never disagrees with routing), then the
+    counters file; a missing file includes nothing rather than an error page."""
+    gauge = [
+        f"# HELP {LIVE_COLOUR_METRIC} 1 for the colour live traffic goes to, 0 for the other",
+        f"# TYPE {LIVE_COLOUR_METRIC} gauge",
+        *(f'{LIVE_COLOUR_METRIC}{{colour="{c}"}} $echobase_live_{c}' for c in COLOURS),
+    ]
+    include = (
+        '<!--# block name="no_events" --><!--# endblock -->'
+        f'<!--# include virtual="{_PLATFORM_EVENTS_PATH}" stub="no_events" -->'
+    )
+    return "\\n".join(gauge) + "\\n" + include
+
+
+def _platform_metrics_routes(spec: LoadBalancerSpec, indent: str) -> list[str]:
+    inner = indent + "    "
+    return [
+        f"{indent}location = {PLATFORM_METRICS_PATH} {{",
+        # "if" and "return" both run in the rewrite phase, before allow/deny would.
+        f"{inner}if ($echobase_loopback = 0) {{",
+        f'{inner}    return 403 "forbidden\\n";',
+        f"{inner}}}",
+        f"{inner}default_type text/plain;",
+        f"{inner}ssi on;",
+        f"{inner}ssi_types text/plain;",
+        *_headers(inner, https=True),
+        f'{inner}add_header Cache-Control "no-store" always;',
+        f"{inner}return 200 '{platform_metrics_body()}';",
+        f"{indent}}}",
+        f"{indent}location = {_PLATFORM_EVENTS_PATH} {{",
+        f"{inner}internal;",
+        f"{inner}default_type text/plain;",
+        f"{inner}alias {spec.platform_events_file};",
+        f"{indent}}}",
+        "",
+    ]
 
 
 def _mcp_route(spec: LoadBalancerSpec, indent: str) -> list[str]:

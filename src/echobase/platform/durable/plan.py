@@ -35,6 +35,17 @@ def nginx_worker_user() -> str | None:
     return f"{pwd.getpwuid(uid).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
 
 
+def platform_metrics_target(lb: nginx.LoadBalancerSpec) -> prometheus.ScrapeTarget:
+    """nginx's HTTPS port (where the live-colour record is), so the job scraping it must
+    trust the LB's certificate: ``tls_config.ca_file`` = ``lb.cert_file`` (self-signed, a CA
+    for itself, naming the stack's host)."""
+    return prometheus.ScrapeTarget(
+        f"{lb.host}:{lb.https_port}",
+        nginx.PLATFORM_METRICS_PATH,
+        {"env": lb.env, "layer": "durable", "service": "nginx", "__scheme__": "https"},
+    )
+
+
 @dataclass(frozen=True)
 class DurablePlan:
     stack: Stack
@@ -91,6 +102,8 @@ class DurablePlan:
             "ECHOBASE_SECRETS_ENDPOINT_URL": self.secrets_url,
             "ECHOBASE_DB_SECRET_NAME": credentials.MCP_DATABASE,
             "ECHOBASE_MCP_KEY_SECRET_NAME": credentials.MCP_API_KEY,
+            "ECHOBASE_ENVIRONMENT": self.env,
+            "ECHOBASE_TRACES_DIR": str(self.traces_dir),
         }
 
     # --- MariaDB ------------------------------------------------------------------------
@@ -144,7 +157,8 @@ class DurablePlan:
         )
 
     def scrape_targets(self) -> list[prometheus.ScrapeTarget]:
-        """The durable layer's own: Prometheus itself and the recommendations service."""
+        """The durable layer's own: Prometheus itself, the recommendations service, and the
+        platform's metrics (live colour, deploy counters) that nginx serves."""
         mcp = self.service("mcp")
         return [
             prometheus.self_target(self.prometheus),
@@ -153,7 +167,11 @@ class DurablePlan:
                 "/metrics",
                 {"env": self.env, "layer": "durable", "service": mcp.role},
             ),
+            self.platform_metrics_target(),
         ]
+
+    def platform_metrics_target(self) -> prometheus.ScrapeTarget:
+        return platform_metrics_target(self.load_balancer(None))
 
     # --- supervisor programs ------------------------------------------------------------
 

@@ -107,6 +107,8 @@ class ColourPlan:
             "ECHOBASE_SQS_ENDPOINT_URL": self.sqs_url,
             "ECHOBASE_SQS_QUEUE_URL": queues.queue_url,
             "ECHOBASE_SQS_DLQ_URL": queues.dlq_url,
+            "ECHOBASE_ENVIRONMENT": self.env,
+            "ECHOBASE_TRACES_DIR": str(self.durable.traces_dir),
         }
         if role == "api-gateway":
             env.setdefault("ECHOBASE_WORKERS", str(GATEWAY_WORKERS))
@@ -154,6 +156,7 @@ class ColourPlan:
         return f"{self.stack.url(self.service(role).port)}/health"
 
     def scrape_targets(self) -> list[ScrapeTarget]:
+        """Every service of the colour: the queue server's /metrics is its queues' depths."""
         labels: Mapping[str, str] = {"env": self.env, "layer": "ephemeral", "colour": self.colour}
         return [
             ScrapeTarget(
@@ -161,5 +164,5 @@ class ColourPlan:
                 "/metrics",
                 {**labels, "service": role, "release": self.release_id},
             )
-            for role in ("api-gateway", "order-processor")
+            for role in ("sqs", "api-gateway", "order-processor")
         ]

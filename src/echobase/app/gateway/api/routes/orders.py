@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
+from opentelemetry import trace
 from sqlalchemy import select
 
 from echobase.app.core.metrics import ORDERS_ACCEPTED
@@ -47,6 +48,7 @@ async def submit_order(
         total_price=total,
         correlation_id=correlation_id,
     )
+    trace.get_current_span().set_attribute("echobase.order_id", order["orderId"])
     try:
         message_id = await ctx.publisher.publish(
             json.dumps(order),
@@ -56,6 +58,7 @@ async def submit_order(
         log.warning("order not queued", order_id=order["orderId"], reason=str(exc))
         raise unavailable("Order could not be queued; please retry") from None
     ORDERS_ACCEPTED.inc()
+    log.info("order accepted", order_id=order["orderId"], message_id=message_id)
     del order["userId"], order["correlationId"]
     return {
         "success": True,

@@ -1,0 +1,85 @@
+"""Deploys, switches and rollbacks as Prometheus counters, for nginx to serve.
+
+No process of ours runs between deploys, so the counts are a file: rendered from the whole
+deploy history (append-only, so no count ever goes backwards, and a lost file is rebuilt
+whole) and replaced atomically after each event. nginx serves it beside the live-colour
+gauge, which it renders from its own record of the live colour (see ``durable.nginx``).
+
+What counts, by the colour traffic went TO and the release that colour ran:
+- ``echobase_deploys_total``: deploys that finished ``ok`` (promoted, or left ready when not
+  switched);
+- ``echobase_switches_total``: ``echobase switch`` commands that moved traffic (a switch to
+  the live colour moves nothing);
+- ``echobase_rollbacks_total``: ``echobase rollback`` commands, and deploys whose
+  post-promotion smoke test switched traffic back by itself (``rolled back``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from echobase.platform.bluegreen import history
+from echobase.platform.runtime.files import write_private
+
+UNKNOWN = "unknown"
+NO_COLOUR = "none"
+COUNTERS = {
+    "deploy": ("echobase_deploys_total", "Deploys that finished ok, by colour and release"),
+    "switch": ("echobase_switches_total", "Switches of live traffic, by colour switched to"),
+    "rollback": (
+        "echobase_rollbacks_total",
+        "Rollbacks (commanded, or a deploy's own switch back), by colour rolled back to",
+    ),
+}
+
+Key = tuple[str, str, str]  # (kind, colour, release)
+
+
+def event_counts(events: Iterable[history.Event]) -> Counter[Key]:
+    counts: Counter[Key] = Counter()
+    # What each colour runs, as far as the history tells: the release a rollback lands on.
+    running: dict[str, str] = {}
+    for event in events:
+        release = event.release or UNKNOWN
+        if event.action == "deploy":
+            before = running.get(event.source, UNKNOWN if event.source != NO_COLOUR else NO_COLOUR)
+            if event.release:
+                running[event.target] = event.release
+            if event.result == "ok":
+                counts["deploy", event.target, release] += 1
+            elif event.result == "rolled back":
+                counts["rollback", event.source, before] += 1
+        elif event.action in ("switch", "rollback"):
+            if event.release:
+                running[event.target] = event.release
+            if event.result == "ok" and event.source != event.target:
+                counts[event.action, event.target, release] += 1
+    return counts
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(events: Iterable[history.Event]) -> str:
+    """The counters in Prometheus's text format (HELP and TYPE even before any event)."""
+    counts = event_counts(events)
+    lines: list[str] = []
+    for kind, (name, help_text) in COUNTERS.items():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+        for (counted, colour, release), value in sorted(counts.items()):
+            if counted == kind:
+                labels = f'colour="{_label(colour)}",release="{_label(release)}"'
+                lines.append(f"{name}{{{labels}}} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def publish(history_dir: Path, path: Path) -> None:
+    """Rewrite the counters file from the history, atomically (nginx never reads half)."""
+    text = render(history.read(history_dir, limit=None))
+    partial = path.with_name(f".{path.name}.{os.getpid()}")  # each writer its own
+    write_private(partial, text)
+    os.replace(partial, path)
