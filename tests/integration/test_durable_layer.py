@@ -137,8 +137,13 @@ def test_prometheus_behind_basic_auth_scrapes_file_discovered_targets(system):
         assert wrong.status_code == 401
         good = (auth["username"], auth["password"])
         assert client.get("/prometheus/-/ready", auth=good).status_code == 200
-        # Every durable program that serves metrics; the colours run none here.
-        expected = {("devlocal", "prometheus", "durable"), ("devlocal", "mcp", "durable")}
+        # Every durable program that serves metrics, nginx's over HTTPS (the job trusts the
+        # LB's certificate); the colours run none here.
+        expected = {
+            ("devlocal", "prometheus", "durable"),
+            ("devlocal", "mcp", "durable"),
+            ("devlocal", "nginx", "durable"),
+        }
         deadline = time.monotonic() + 30
         while True:
             active = client.get("/prometheus/api/v1/targets", auth=good).json()["data"][
