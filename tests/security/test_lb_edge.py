@@ -149,6 +149,10 @@ OBSERVABILITY = [
     "/prometheus/api/v1/status/config",
     "/prometheus/federate?match[]=up",
     "/prometheus/-/ready",
+    "/prometheus/api/v1/alerts",
+    "/prometheus/api/v1/query_exemplars?query=up",
+    "/prometheus/consoles/echobase.html",
+    "/prometheus/classic/static/js/prom_console.js",
     "/%70rometheus/api/v1/targets",
     "/assets/../prometheus/api/v1/targets",
 ]

@@ -254,3 +254,24 @@ def test_since_reads_prometheus_times():
     assert age("2026-01-31T08:00:00Z", now) == "3h02m"
     assert age("yesterday", now) == "?"
     assert since_text("2026-01-31T12:00:00+01:00", now) == "2026-01-31 11:00:00 UTC (2m03s ago)"
+
+
+def test_the_export_command_uses_this_systems_thresholds(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from echobase.cli.main import app
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "echobase.toml").write_text("[monitoring]\nqueue_age_seconds = 42\n")
+    monkeypatch.chdir(tmp_path)  # no echobase.toml of the working directory
+    result = CliRunner().invoke(
+        app, ["dashboards", "export", str(tmp_path / "out"), "--home", str(home)]
+    )
+    assert result.exit_code == 0, result.output
+    exported = yaml.safe_load((tmp_path / "out" / shipped.RULES_FILE).read_text())
+    (backlog,) = [
+        rule for rule in exported["groups"][1]["rules"] if rule["alert"] == "EchobaseQueueBacklog"
+    ]
+    assert backlog["expr"].endswith("> 42")
+    assert json.loads((tmp_path / "out" / shipped.DASHBOARD_FILE).read_text())["uid"] == "echobase"
