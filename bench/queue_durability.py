@@ -72,6 +72,7 @@ from support import (
     REPO,
     System,
     WrkResult,
+    alternating,
     cmdline,
     fill_queue,
     first_user,
@@ -449,20 +450,18 @@ def main() -> None:
             f" {args.seconds:.0f} s a round after {WARM_UP_SECONDS} s of warm-up"
         )
         rounds: list[Round] = []
-        for number in range(args.rounds):
-            order = (DURABLE, IN_MEMORY) if number % 2 == 0 else (IN_MEMORY, DURABLE)
-            for mode in order:
-                this = intake_round(system, mode, lb.lb_url, script, c, args.seconds)
-                rounds.append(this)
-                extra = f"  queue server CPU {this.queue_cpu_ms:.2f} ms/order"
-                if mode == DURABLE:
-                    per = this.entries / max(this.appends, 1)
-                    extra += (
-                        f", {this.entries} journal entries in {this.appends} fsyncs"
-                        f" ({per:.1f}/fsync), {this.compactions} compaction(s)"
-                    )
-                print(wrk_row(f"  round {number + 1} {mode}", this.result, "orders/s"))
-                print(f"  {'':<52}{extra}")
+        for number, mode in alternating(args.rounds, (DURABLE, IN_MEMORY)):
+            this = intake_round(system, mode, lb.lb_url, script, c, args.seconds)
+            rounds.append(this)
+            extra = f"  queue server CPU {this.queue_cpu_ms:.2f} ms/order"
+            if mode == DURABLE:
+                per = this.entries / max(this.appends, 1)
+                extra += (
+                    f", {this.entries} journal entries in {this.appends} fsyncs"
+                    f" ({per:.1f}/fsync), {this.compactions} compaction(s)"
+                )
+            print(wrk_row(f"  round {number + 1} {mode}", this.result, "orders/s"))
+            print(f"  {'':<52}{extra}")
         medians = {}
         for mode in (DURABLE, IN_MEMORY):
             mine = [r for r in rounds if r.mode == mode]

@@ -165,6 +165,17 @@ class System:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+# --- comparing two modes of one system -----------------------------------------------------
+
+
+def alternating(rounds: int, modes: tuple[str, str]) -> Iterator[tuple[int, str]]:
+    """(round, mode) in the order A B, B A, A B, ...: a drift of the shared machine during
+    the run hits both modes alike."""
+    for number in range(rounds):
+        for mode in modes if number % 2 == 0 else modes[::-1]:
+            yield number, mode
+
+
 # --- the running system's processes ----------------------------------------------------
 
 

@@ -49,6 +49,7 @@ from support import (
     REPO,
     System,
     WrkResult,
+    alternating,
     pid_of,
     pss_mib,
     register,
@@ -154,17 +155,15 @@ def main() -> None:
             f" {args.seconds:.0f} s a round after {WARM_UP_SECONDS} s of warm-up"
         )
         rounds: list[Round] = []
-        for number in range(args.rounds):
-            order = (TRACED, UNTRACED) if number % 2 == 0 else (UNTRACED, TRACED)
-            for mode in order:
-                this = intake_round(system, mode, lb.lb_url, script, c, args.seconds)
-                rounds.append(this)
-                print(wrk_row(f"  round {number + 1} {mode}", this.result, "orders/s"))
-                print(
-                    f"  {'':<52}CPU ms/order: gateway {this.gateway_cpu_ms:.2f},"
-                    f" processor {this.processor_cpu_ms:.2f};"
-                    f" trace store +{this.store_bytes_per_order:.0f} B/order"
-                )
+        for number, mode in alternating(args.rounds, (TRACED, UNTRACED)):
+            this = intake_round(system, mode, lb.lb_url, script, c, args.seconds)
+            rounds.append(this)
+            print(wrk_row(f"  round {number + 1} {mode}", this.result, "orders/s"))
+            print(
+                f"  {'':<52}CPU ms/order: gateway {this.gateway_cpu_ms:.2f},"
+                f" processor {this.processor_cpu_ms:.2f};"
+                f" trace store +{this.store_bytes_per_order:.0f} B/order"
+            )
         medians: dict[str, tuple[float, float, float, float]] = {}
         for mode in (TRACED, UNTRACED):
             mine = [r for r in rounds if r.mode == mode]

@@ -123,6 +123,41 @@ def status(bg: BlueGreenSystem, *args: str) -> str:
     return result.stdout
 
 
+def test_an_exemplar_leads_to_a_stored_trace(bg, ordering) -> None:
+    """From a latency bucket in Prometheus to the trace of a request that fell in it: the
+    exemplar's trace id is one `echobase trace` finds, with the gateway's server span."""
+    url = f"{bg.system.plan('devlocal').prometheus.local_url}/api/v1/query_exemplars"
+    found: list[str] = []
+
+    def exemplars() -> bool:
+        now = time.time()
+        answer = httpx.get(
+            url,
+            params={
+                "query": 'echobase_http_request_duration_seconds_bucket{colour="green"}',
+                "start": now - 60,
+                "end": now,
+            },
+            timeout=5,
+        ).json()
+        found[:] = [
+            exemplar["labels"]["trace_id"]
+            for series in answer["data"]
+            if series["seriesLabels"].get("route") == "/api/v1/orders"
+            for exemplar in series["exemplars"]
+        ]
+        return bool(found)
+
+    wait_until(exemplars, ALERT_LIMIT, "an exemplar of the orders route")
+    trace_id = found[-1]
+    # Spans reach the store within a second of the request's end; the scrape may be sooner.
+    wait_until(lambda: bg.system.cli("trace", trace_id).returncode == 0, 10, f"trace {trace_id}")
+    spans = json.loads(bg.system.ok("trace", trace_id, "--json").stdout)["spans"]
+    server = [s for s in spans if s["kind"] == "server" and s["service"] == "api-gateway"]
+    assert [s["name"] for s in server] == ["POST /api/v1/orders"], spans
+    assert server[0]["traceId"] == trace_id
+
+
 def test_a_stopped_processor_fires_target_down(bg, ordering) -> None:
     processor = {"service": "order-processor", "colour": "green"}
     # A deploy may leave a short-lived one behind (a target scraped before it answered).
