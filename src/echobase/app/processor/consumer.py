@@ -152,7 +152,6 @@ class OrderConsumer:
         # The first poll returns at once, so health can say "polling" without a 20 s wait.
         wait_time = 0
         while not self.stopping:
-            started = time.time_ns()
             try:
                 messages = await self._receive(wait_time)
             except Exception as exc:
@@ -169,7 +168,7 @@ class OrderConsumer:
             self.last_poll_at, self.last_poll_monotonic = time.time(), time.monotonic()
             if messages:
                 # Not cancelled by a stop: the batch in hand is finished first.
-                await self.handle_batch(messages, started)
+                await self.handle_batch(messages)
 
     async def _receive(self, wait_time: int) -> list[dict[str, Any]] | None:
         receive = asyncio.ensure_future(
@@ -197,15 +196,11 @@ class OrderConsumer:
 
     # --- one batch -----------------------------------------------------------------
 
-    async def handle_batch(
-        self, messages: Sequence[dict[str, Any]], received_from: int | None = None
-    ) -> None:
-        """``received_from``: when the receive that returned them began (ns since epoch)."""
+    async def handle_batch(self, messages: Sequence[dict[str, Any]]) -> None:
         started = time.perf_counter()
-        received_from = received_from or time.time_ns()
         valid: list[Received] = []
         for message in messages:
-            span = self._begin(message, received_from, len(messages))
+            span = self._begin(message, len(messages))
             try:
                 order = parse_order(message.get("Body", ""))
             except InvalidMessageError as exc:
@@ -226,10 +221,11 @@ class OrderConsumer:
             await self._store(valid)
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    def _begin(self, message: dict[str, Any], received_from: int, batch_size: int) -> Span:
-        """This message's process span, child of the send span that published it. It begins
-        when the receive that brought the message began; the receive and, later, the delete
-        are events on it (a span each cost as much again as the rest of the trace here)."""
+    def _begin(self, message: dict[str, Any], batch_size: int) -> Span:
+        """This message's process span, child of the send span that published it, from the
+        moment the receive returned it (the receive's own start is a long poll's, which may
+        precede the message). The receive and, later, the delete are events on it (a span
+        each cost as much again as the rest of the trace here)."""
         span = tracer().start_span(
             f"process {self.queue_name}",
             context=context_from_attributes(message.get("MessageAttributes")),
@@ -242,7 +238,6 @@ class OrderConsumer:
                 "messaging.batch.message_count": batch_size,
                 "echobase.receive_count": _receive_count(message),
             },
-            start_time=received_from,
         )
         span.add_event("received")
         return span
