@@ -9,6 +9,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -101,6 +102,8 @@ def test_one_order_is_one_trace_from_the_lb_to_its_row(
     assert process["attributes"]["messaging.message.id"] == answer.json()["messageId"]
     assert parent(INSERT) is process
     assert spans[INSERT]["attributes"]["db.system.name"] == "mariadb"
+    # Processing begins after the message was sent (not when a long poll began waiting).
+    assert datetime.fromisoformat(process["start"]) >= datetime.fromisoformat(spans[SEND]["start"])
     # The receive began it, and it ended with the message deleted, after the insert.
     events = [event["name"] for event in process["events"]]
     assert events == ["received", "deleted"], process["events"]
