@@ -12,7 +12,7 @@ import sys
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from echobase.app.core.telemetry import current_ids
+from echobase.app.core.telemetry import span_ids
 
 # SDK wire logs print whole responses, GetSecretValue's included: never below WARNING.
 # The MCP SDK and its HTTP client log a line per request at INFO.
@@ -59,10 +59,8 @@ def _silence() -> None:
 
 
 def add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
-    ids = current_ids()
-    if ids is not None:
-        event.setdefault("trace_id", ids[0])
-        event.setdefault("span_id", ids[1])
+    for key, value in span_ids().items():
+        event.setdefault(key, value)
     return event
 
 

@@ -331,17 +331,11 @@ def context_from_attributes(attributes: Mapping[str, Any] | None) -> otel_contex
     return propagate.extract(attributes or {}, getter=_AttributeGetter())
 
 
-def span_ids(span: trace.Span) -> dict[str, str]:
-    """A span's ids as log fields, for a line about it written outside its context."""
+def span_ids(span: trace.Span | None = None) -> dict[str, str]:
+    """A span's ids (by default the current span's) as hex log fields; empty when there is
+    no span."""
+    span = span or trace.get_current_span()
     context = span.get_span_context()
     if not context.is_valid:
         return {}
     return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
-
-
-def current_ids() -> tuple[str, str] | None:
-    """(trace id, span id) of the current span as hex, when there is one."""
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None
-    return f"{context.trace_id:032x}", f"{context.span_id:016x}"

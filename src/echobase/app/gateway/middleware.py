@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import structlog
 from opentelemetry import trace
 
+from echobase.app.core.telemetry import span_ids
 from echobase.app.gateway.errors import error_body
 from echobase.app.gateway.ratelimit import RateLimiter
 
@@ -113,8 +114,7 @@ def _correlation_id(inbound: str | None) -> str:
     if inbound and _CORRELATION_ID.fullmatch(inbound):
         span.set_attribute("echobase.correlation_id", inbound)
         return inbound
-    context = span.get_span_context()
-    return f"{context.trace_id:032x}" if context.is_valid else str(uuid.uuid4())
+    return span_ids(span).get("trace_id") or str(uuid.uuid4())
 
 
 class EdgeMiddleware:
