@@ -51,7 +51,7 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=3102, ge=1, le=65535)
     # A request head that has not all arrived by then is refused (408), as nginx's
-    # client_header_timeout in front of it. See core/slow_clients.py.
+    # client_header_timeout in front of it. See core/http_protocol.py.
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     # The durable environment it runs against; on every span.
     environment: str = "devlocal"

@@ -9,7 +9,7 @@ import signal
 import uvicorn
 
 from echobase.app.core.config import ServiceSettings
-from echobase.app.core.slow_clients import HEADER_TIMEOUT
+from echobase.app.core.http_protocol import HEADER_TIMEOUT
 
 # The pid of the process that runs uvicorn's worker supervisor, for its workers to check.
 SERVER_PID = "ECHOBASE_SERVER_PID"
@@ -27,7 +27,7 @@ def serve(factory: str, settings: ServiceSettings, workers: int = 1, grace: floa
         port=settings.port,
         workers=workers,
         server_header=False,
-        http="echobase.app.core.slow_clients:HeadDeadlineProtocol",
+        http="echobase.app.core.http_protocol:HttpProtocol",
         proxy_headers=False,  # the gateway's edge middleware decides whom to believe
         access_log=False,
         log_level=settings.log_level,
