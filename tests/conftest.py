@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,11 +19,28 @@ import pytest
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.queues import QueueUrls
+from echobase.platform import build_cache
 from echobase.platform.devstack import DevStack, StackPorts, service_env
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.runtime.processes import free_port
 
 ALLOWED_ORIGIN = "https://echobase.test"
+
+# Every state directory the tests make builds the same dependency layer and frontend bundle:
+# one build cache for the session, its own (the user's is neither read nor filled). Set
+# ECHOBASE_BUILD_CACHE to choose another, or to "off".
+SESSION_BUILD_CACHE = (
+    None
+    if build_cache.CACHE_ENV in os.environ
+    else tempfile.mkdtemp(prefix="eb-build-cache-", dir="/tmp")
+)
+if SESSION_BUILD_CACHE is not None:
+    os.environ[build_cache.CACHE_ENV] = SESSION_BUILD_CACHE
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if SESSION_BUILD_CACHE is not None:
+        build_cache.remove_tree(Path(SESSION_BUILD_CACHE))
 
 
 @dataclass

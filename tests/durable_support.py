@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from echobase.app.core.secrets import DatabaseCredentials
+from echobase.platform import build_cache
 from echobase.platform.durable import credentials
 from echobase.platform.durable.layer import unsupervised
 from echobase.platform.durable.mariadb import app_connection
@@ -93,7 +94,10 @@ class DurableSystem:
         return DurablePlan(self.stack, env)
 
     def env(self) -> dict[str, str]:
+        # Nothing of the test run's own settings, but its build cache (tests/conftest.py).
         env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOBASE_")}
+        if build_cache.CACHE_ENV in os.environ:
+            env[build_cache.CACHE_ENV] = os.environ[build_cache.CACHE_ENV]
         env["ECHOBASE_HOME"] = str(self.home)
         env["COLUMNS"] = "200"  # rich tables unwrapped, so tests can read them
         env["_TYPER_STANDARD_TRACEBACK"] = "1"

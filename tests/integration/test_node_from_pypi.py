@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from durable_support import DurableSystem
+from echobase.platform import build_cache
 from user_path_support import check_live, clone_checkout
 
 OLD_NODE = """#!/bin/sh
@@ -44,6 +45,7 @@ def test_scripts_run_works_with_only_an_old_node(system: DurableSystem, tmp_path
         (old / name).chmod(0o755)
     env = system.env()
     env["PATH"] = f"{old}{os.pathsep}{env['PATH']}"
+    env[build_cache.CACHE_ENV] = "off"  # the frontend must really be built, by PyPI's node
     run = subprocess.run(
         ["bash", "scripts/run"],
         cwd=checkout,

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from echobase.platform import build_cache
 from echobase.platform.runtime.files import private_dir
 
 SOURCE_DIR = "frontend"  # in the repository, and in a release
@@ -156,10 +157,14 @@ def ensure_bundle(releases_root: Path, source: Path, tree: str, run: Runner, say
     final = bundle_dir(releases_root, tree)
     if (final / "index.html").is_file():
         return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if build_cache.restore(build_cache.BUNDLES, tree, final):
+        say(f"frontend bundle {tree[:12]} taken from the build cache")
+        return final
     node = find_toolchain()
     path = os.environ.get("PATH", os.defpath)
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=final.parent))
+    work = Path(tempfile.mkdtemp(prefix=build_cache.WORK_PREFIX, dir=final.parent))
     try:
         shutil.copytree(source, work / "src")
         say("installing the frontend's packages (npm ci)")
@@ -175,6 +180,7 @@ def ensure_bundle(releases_root: Path, source: Path, tree: str, run: Runner, say
         (work / "dist").rename(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    build_cache.keep(build_cache.BUNDLES, tree, final)
     return final
 
 

@@ -46,13 +46,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from echobase.platform import frontend
+from echobase.platform import build_cache, frontend
+from echobase.platform.runtime.files import make_dirs_writable
 from echobase.platform.stack import COLOURS
 
 RELEASES_DIR = "releases"
 DEPS_DIR = ".deps"
 TOOLS_DIR = ".tools"
-BUILD_PREFIX = ".build-"
+BUILD_PREFIX = build_cache.WORK_PREFIX
 TRASH_PREFIX = ".trash-"
 LOCK_FILE = ".lock"
 METADATA_FILE = "release.json"
@@ -499,18 +500,6 @@ def _locked(home: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _make_writable_dirs(path: Path) -> None:
-    # Deleting entries needs write permission on their directory, which make_read_only took.
-    if path.is_symlink() or not path.is_dir():
-        return
-    path.chmod(path.stat().st_mode | 0o700)
-    for root, dirs, _ in os.walk(path):
-        for name in dirs:
-            child = Path(root, name)
-            if not child.is_symlink():
-                child.chmod(child.stat().st_mode | 0o700)
-
-
 def remove_tree(path: Path) -> None:
     """Remove a (possibly read-only) tree; renamed aside first so that a crash half-way
     leaves a ``.trash-*`` the next build cleans, never a half release under its own name."""
@@ -518,7 +507,7 @@ def remove_tree(path: Path) -> None:
         return
     trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{secrets.token_hex(4)}")
     path.rename(trash)
-    _make_writable_dirs(trash)
+    make_dirs_writable(trash)
     shutil.rmtree(trash)
 
 
@@ -541,7 +530,7 @@ def _clean_leftovers(home: Path) -> None:
             continue
         for child in parent.iterdir():
             if child.name.startswith((BUILD_PREFIX, TRASH_PREFIX)) and child.is_dir():
-                _make_writable_dirs(child)
+                make_dirs_writable(child)
                 shutil.rmtree(child, ignore_errors=True)
 
 
@@ -581,6 +570,10 @@ def _ensure_tools(home: Path, plan: DepsPlan, progress: Progress) -> Path:
     final = tools_dir(home, plan.hash)
     if (final / "bin" / "python").exists():
         return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if build_cache.restore(build_cache.TOOLS, plan.hash, final):
+        progress(f"build tools {plan.hash[:12]} taken from the build cache")
+        return final
     source = TOOLS_LOCK if plan.locked else "[build-system] requires, no lock"
     progress(f"installing build tools (from {source})")
     work = _new_build_dir(final.parent)
@@ -596,6 +589,7 @@ def _ensure_tools(home: Path, plan: DepsPlan, progress: Progress) -> Path:
     # pyvenv.cfg sits beside bin/, so the venv works from wherever it is renamed to.
     venv.rename(final)
     shutil.rmtree(work)
+    build_cache.keep(build_cache.TOOLS, plan.hash, final)
     return final
 
 
@@ -604,6 +598,10 @@ def _ensure_deps(home: Path, plan: DepsPlan, progress: Progress) -> tuple[str, P
     digest = plan.hash
     final = deps_dir(home, digest)
     if (final / "layer.json").exists():
+        return digest, final / "site"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if build_cache.restore(build_cache.DEPS, digest, final):
+        progress(f"dependency layer {digest[:12]} taken from the build cache")
         return digest, final / "site"
     source = RUNTIME_LOCK if plan.locked else "Requires-Dist, no lock"
     progress(f"installing dependencies into a new layer {digest[:12]} (from {source})")
@@ -628,6 +626,7 @@ def _ensure_deps(home: Path, plan: DepsPlan, progress: Progress) -> tuple[str, P
     make_read_only(work, include_root=False)
     work.rename(final)
     make_read_only(final)
+    build_cache.keep(build_cache.DEPS, digest, final)
     return digest, final / "site"
 
 
@@ -712,7 +711,7 @@ def build_release(
         try:
             release = _build(home, src, work, say)
         except BaseException:
-            _make_writable_dirs(work)
+            make_dirs_writable(work)
             shutil.rmtree(work, ignore_errors=True)
             raise
     return release, False

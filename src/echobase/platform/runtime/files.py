@@ -15,6 +15,19 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def make_dirs_writable(path: Path) -> None:
+    """Give the owner write permission on every directory of a tree made read-only:
+    deleting its entries needs it."""
+    if path.is_symlink() or not path.is_dir():
+        return
+    path.chmod(path.stat().st_mode | 0o700)
+    for root, dirs, _ in os.walk(path):
+        for name in dirs:
+            child = Path(root, name)
+            if not child.is_symlink():
+                child.chmod(child.stat().st_mode | 0o700)
+
+
 def write_private(path: Path, content: str) -> None:
     """Write a file only its owner can read, without a moment of wider permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
