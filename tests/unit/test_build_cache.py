@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,14 @@ def test_a_kept_tree_is_restored_whole_into_another_home(tmp_path: Path, cache: 
     assert build_cache.restore(build_cache.DEPS, "abc", final)
     assert (final / "site/pkg/__init__.py").read_text() == "VALUE = 1\n"
     assert os.readlink(final / "link") == "site/pkg"
-    # Same filesystem: links, not copies; and read-only like the original.
-    assert (final / "layer.json").stat().st_ino == (built / "layer.json").stat().st_ino
+    # Read-only like the original, and a copy: making one home's tree writable (as one does
+    # before deleting it) leaves the cache and the other homes read-only.
     assert not (final / "site").stat().st_mode & 0o222
+    assert not (final / "layer.json").stat().st_mode & 0o222
+    subprocess.run(["chmod", "-R", "u+w", str(built)], check=True)
+    for tree in (final, cache / "deps" / "abc"):
+        assert not (tree / "layer.json").stat().st_mode & 0o222
+        assert not (tree / "site" / "pkg" / "__init__.py").stat().st_mode & 0o222
     assert [p.name for p in final.parent.iterdir()] == ["abc"]  # no work dir left behind
 
 

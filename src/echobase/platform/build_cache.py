@@ -3,11 +3,13 @@ directory: dependency layers, build-tools venvs and frontend bundles, each under
 hash its home already names it by.
 
 A second state directory on the same machine (a CI runner's, a test stack beside a running
-one, a teammate's checkout) then gets in a second or two, as links, what took a minute of
-pip and npm to make. A home always holds its own copy: removing the cache breaks nothing, and
-removing a home leaves the cache whole. The cache is best-effort: when it cannot be read or
-written the build goes on as if there were none. Every release still runs ``pip check`` and
-imports its own services, so a damaged entry fails a build rather than a deploy.
+one, a teammate's checkout) then copies in three seconds what took a minute of pip and npm to
+make. Copies, not hard links: a link would share the file, and its mode, with the cache and
+every other home, so one ``chmod -R u+w`` before deleting a home would make every copy
+writable. Removing the cache breaks no home, and removing a home leaves the cache whole. The
+cache is best-effort: when it cannot be read or written the build goes on as if there were
+none. Every release still runs ``pip check`` and imports its own services, so a damaged entry
+fails a build rather than a deploy.
 
 ``ECHOBASE_BUILD_CACHE`` names the cache's directory; ``off`` (or empty) turns it off. By
 default it is ``$XDG_CACHE_HOME/echobase/build`` (``~/.cache/echobase/build``).
@@ -71,29 +73,20 @@ def _is_dir(path: Path) -> bool:
 
 
 def _copy_whole(source: Path, final: Path) -> bool:
-    """Copy ``source`` to ``final`` as links where the filesystem allows, appearing there
-    whole or not at all (another process may be doing the same: the first one wins)."""
+    """Copy ``source`` to ``final``, appearing there whole or not at all (another process
+    may be doing the same: the first one wins)."""
     try:
         work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=final.parent))
     except OSError:
         return False
     try:
-        shutil.copytree(source, work / "tree", symlinks=True, copy_function=_link_or_copy)
+        shutil.copytree(source, work / "tree", symlinks=True)
         (work / "tree").rename(final)
         return True
     except OSError:
         return False
     finally:
         remove_tree(work)
-
-
-def _link_or_copy(source: str, destination: str) -> None:
-    # Entries are read-only trees, so sharing their files' inodes is safe. A link fails
-    # across filesystems or for another user's file (fs.protected_hardlinks): copy then.
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)
 
 
 def _remove_stale_work(parent: Path) -> None:
