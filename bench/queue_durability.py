@@ -59,23 +59,22 @@ import boto3
 import httpx
 
 from echobase.app.queues import ensure_queues
-from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.ephemeral.plan import ColourPlan
 from echobase.platform.queue_journal import STATS_PATH
-from echobase.platform.release import build_release
 from echobase.platform.runtime.services import ServiceRunner, http_answers, supervisor_for
 from echobase.platform.runtime.supervisor import Program, Supervisor
 from support import (
     BENCH_SERVICE_SETTINGS,
     ENV,
     ORDER_BODY,
-    REPO,
     System,
     WrkResult,
     alternating,
     cmdline,
+    deploy_both_colours,
     fill_queue,
     first_user,
+    intake_arguments,
     pid_of,
     queue_depth,
     register,
@@ -408,26 +407,16 @@ def restart_row(label: str, r: Restart) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="intake rounds per mode")
-    parser.add_argument("--seconds", type=float, default=20, help="each intake round")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--users", type=int, default=16)
+    intake_arguments(parser)
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs under load")
     parser.add_argument("--queued", type=int, default=10_000)
-    parser.add_argument("--ref", default="HEAD", help="what to release ('': the working tree)")
     args = parser.parse_args()
 
     system = System.create(BENCH_SERVICE_SETTINGS)
     paused: int | None = None
     try:
-        release, _ = build_release(system.home, REPO, args.ref or None)
-        system.cli("durable", "setup", ENV)
-        for _ in range(2):  # green, then blue: both colours run the release
-            system.cli("deploy", "--release", release.id, "--env", ENV)
-        bluegreen = BlueGreen(system.stack, ENV)
-        plans = {colour: bluegreen.running_plan(colour) for colour in ("blue", "green")}
+        release, bluegreen, plans = deploy_both_colours(system, args.ref)
         durable, memory = plans["blue"], plans["green"]
-        assert durable is not None and memory is not None
         supervisor = supervisor_for(system.home)
         make_in_memory(supervisor, memory)
         wait_healthy(bluegreen, "green")

@@ -4,6 +4,7 @@ filling a queue."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -14,10 +15,10 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from echobase.platform.durable import nginx
 from echobase.platform.durable.layer import tree_rss
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.ephemeral.plan import ColourPlan
+from echobase.platform.release import Release, build_release
 from echobase.platform.runtime.processes import free_port, free_ports
 from echobase.platform.runtime.supervisor import Supervisor
 from echobase.platform.stack import Stack, free_port_overrides, render_ports_toml
@@ -168,6 +171,33 @@ class System:
 # --- comparing two modes of one system -----------------------------------------------------
 
 
+def deploy_both_colours(
+    system: System, ref: str
+) -> tuple[Release, BlueGreen, dict[str, ColourPlan]]:
+    """A release of ``ref`` ('': the working tree) on both colours (green, then blue), for a
+    bench that changes one colour and compares it with the other."""
+    release, _ = build_release(system.home, REPO, ref or None)
+    system.cli("durable", "setup", ENV)
+    for _ in range(2):
+        system.cli("deploy", "--release", release.id, "--env", ENV)
+    bluegreen = BlueGreen(system.stack, ENV)
+    plans = {}
+    for colour in ("blue", "green"):
+        plan = bluegreen.running_plan(colour)
+        assert plan is not None, f"{colour} runs nothing"
+        plans[colour] = plan
+    return release, bluegreen, plans
+
+
+def intake_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a bench that compares two modes by alternating intake rounds."""
+    parser.add_argument("--rounds", type=int, default=3, help="intake rounds per mode")
+    parser.add_argument("--seconds", type=float, default=20, help="each intake round")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--ref", default="HEAD", help="what to release ('': the working tree)")
+
+
 def alternating(rounds: int, modes: tuple[str, str]) -> Iterator[tuple[int, str]]:
     """(round, mode) in the order A B, B A, A B, ...: a drift of the shared machine during
     the run hits both modes alike."""
@@ -187,6 +217,19 @@ def pid_of(supervisor: Supervisor, name: str) -> int:
     info = supervisor.info(name)
     assert info is not None and info.pid, f"{name} is not running"
     return int(info.pid)
+
+
+def rerun_with_env(
+    supervisor: Supervisor, plan: ColourPlan, env_by_role: Mapping[str, Mapping[str, str]]
+) -> None:
+    """The colour's programs of these roles again, with this environment added
+    (``Supervisor.apply`` restarts a changed program)."""
+    programs = [
+        replace(plan.program(role), environment={**plan.program(role).environment, **env})
+        for role, env in env_by_role.items()
+    ]
+    result = supervisor.apply(programs)
+    assert {p.name for p in programs} <= set(result.changed), result
 
 
 def wait_healthy(bluegreen: BlueGreen, colour: str, timeout: float = 60) -> None:

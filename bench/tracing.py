@@ -34,25 +34,23 @@ import os
 import ssl
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from echobase.platform.bluegreen.pipeline import BlueGreen
-from echobase.platform.ephemeral.plan import ColourPlan
-from echobase.platform.release import build_release
 from echobase.platform.runtime.services import supervisor_for
-from echobase.platform.runtime.supervisor import Supervisor
 from support import (
     BENCH_SERVICE_SETTINGS,
     ENV,
     ORDER_BODY,
-    REPO,
     System,
     WrkResult,
     alternating,
+    deploy_both_colours,
+    intake_arguments,
     pid_of,
     pss_mib,
     register,
+    rerun_with_env,
     rss_mib,
     tree_cpu,
     wait_healthy,
@@ -67,16 +65,6 @@ TRACED_ROLES = ("api-gateway", "order-processor")
 WARM_UP_SECONDS = 3
 TARGET_RATIO = 0.90
 TARGET_RSS_MIB = 1024
-
-
-def untrace(supervisor: Supervisor, plan: ColourPlan) -> None:
-    """The colour's gateway and processor again, with the SDK switched off."""
-    programs = [
-        replace(p, environment={**p.environment, "OTEL_SDK_DISABLED": "true"})
-        for p in (plan.program(role) for role in TRACED_ROLES)
-    ]
-    result = supervisor.apply(programs)
-    assert {p.name for p in programs} <= set(result.changed), result
 
 
 def store_bytes(traces: Path) -> int:
@@ -117,24 +105,17 @@ def intake_round(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="intake rounds per mode")
-    parser.add_argument("--seconds", type=float, default=20, help="each intake round")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--users", type=int, default=16)
-    parser.add_argument("--ref", default="HEAD", help="what to release ('': the working tree)")
+    intake_arguments(parser)
     args = parser.parse_args()
 
     system = System.create({**BENCH_SERVICE_SETTINGS, "ECHOBASE_LOG_LEVEL": "info"})
     try:
-        release, _ = build_release(system.home, REPO, args.ref or None)
-        system.cli("durable", "setup", ENV)
-        for _ in range(2):  # green, then blue: both colours run the release
-            system.cli("deploy", "--release", release.id, "--env", ENV)
-        bluegreen = BlueGreen(system.stack, ENV)
-        green = bluegreen.running_plan("green")
-        assert green is not None
+        release, bluegreen, plans = deploy_both_colours(system, args.ref)
+        green = plans["green"]
         supervisor = supervisor_for(system.home)
-        untrace(supervisor, green)
+        # The SDK switched off in the colour's gateway and processor.
+        sdk_off = {role: {"OTEL_SDK_DISABLED": "true"} for role in TRACED_ROLES}
+        rerun_with_env(supervisor, green, sdk_off)
         wait_healthy(bluegreen, "green")
         gateway = pid_of(supervisor, green.service("api-gateway").name)
         environ = Path(f"/proc/{gateway}/environ").read_bytes()
