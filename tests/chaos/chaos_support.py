@@ -34,7 +34,7 @@ from durable_support import alive, children, cmdline
 from echobase.platform.durable.credentials import aws_client
 from echobase.platform.durable.layer import unsupervised
 from echobase.platform.durable.plan import DurablePlan
-from echobase.platform.ephemeral.plan import GATEWAY_WORKERS, ColourPlan, other_colour
+from echobase.platform.ephemeral.plan import ColourPlan, other_colour
 from echobase.platform.runtime.orphans import group_members
 from echobase.platform.runtime.services import supervisor_for
 from echobase.platform.runtime.supervisor import Supervisor
@@ -48,6 +48,9 @@ OUTCOMES: list[Outcome] = []  # for the table at the end of the run
 FULL = os.environ.get("ECHOBASE_CHAOS", "short") == "full"
 SEED = int(os.environ.get("ECHOBASE_CHAOS_SEED", str(random.SystemRandom().randrange(10**6))))
 USERS = 6
+# More than one, whatever the machine's default (one on 2 CPUs): a worker's death, its
+# replacement by uvicorn and an orphaned worker are what the gateway scenarios are about.
+GATEWAY_WORKERS = 2
 ORDER_MIX = (("POST", "/api/v1/orders"), ("POST", "/api/v1/orders"), ("GET", "/api/v1/products"))
 RECOMMENDED = "/api/v1/products/recommended"
 # The recommendations service's own scenario also asks for recommendations. The others keep

@@ -11,12 +11,12 @@ import pytest
 
 from bluegreen_support import BlueGreenSystem
 
-from .chaos_support import OUTCOMES, Chaos, render_table
+from .chaos_support import GATEWAY_WORKERS, OUTCOMES, Chaos, render_table
 
 
 @pytest.fixture(scope="package")
 def chaos() -> Iterator[Chaos]:
-    bg = BlueGreenSystem.create()
+    bg = BlueGreenSystem.create(services={"ECHOBASE_WORKERS": str(GATEWAY_WORKERS)})
     harness: Chaos | None = None
     try:
         for release in (bg.release_a, bg.release_b):  # green, then blue: both run
