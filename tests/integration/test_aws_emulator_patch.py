@@ -298,3 +298,26 @@ def test_a_client_asking_to_close_is_closed(endpoint: str) -> None:
         )
         assert head.startswith(b"HTTP/1.1 200")
         assert sock.recv(1) == b""  # the server closed its side
+
+
+def test_deleted_messages_are_not_kept(sqs: Any, endpoint: str) -> None:
+    """moto lists every model instance it ever made in /moto-api/data.json, and used to keep
+    them all: every message sent, long after its deletion. Only live messages are listed."""
+    import httpx
+
+    url = new_queue(sqs)
+    send_batches(sqs, url, 40, prefix="gone")
+    deleted: set[str] = set()
+    while len(deleted) < 30:
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            deleted.add(message["MessageId"])
+    listed = {
+        message["id"]
+        for message in httpx.get(f"{endpoint}/moto-api/data.json", timeout=30).json()["sqs"][
+            "Message"
+        ]
+    }
+    in_flight = {m for m in listed if m not in deleted}
+    assert not deleted & listed, f"{len(deleted & listed)} deleted messages are still held"
+    assert len(in_flight) >= 10  # the ones not deleted are listed: the record still works
