@@ -92,3 +92,16 @@ def test_app_user_has_only_the_privileges_the_services_need(backing):
         backing.query("DROP TABLE orders")
     assert denied.value.args[0] == 1142  # command denied
     assert backing.query("SELECT COUNT(*) FROM products") == [(11,)]
+
+
+def test_buffers_are_sized_for_one_machine(backing):
+    """The running server took the memory settings (issue 19: 1 GiB for every service)."""
+    conn = mariadb.admin_connection(backing.stack.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT @@key_buffer_size, @@innodb_log_buffer_size, @@aria_pagecache_buffer_size"
+            )
+            assert cur.fetchone() == (1 << 20, 4 << 20, 16 << 20)
+    finally:
+        conn.close()

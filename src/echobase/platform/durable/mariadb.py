@@ -77,6 +77,14 @@ def render_config(server: MariaDBServer) -> str:
         "collation-server = utf8mb4_unicode_ci",
         "innodb_buffer_pool_size = 128M",
         "innodb_log_file_size = 64M",
+        # Buffers MariaDB touches whole at startup, sized for what echobase runs (issue 19's
+        # 1 GiB for every service; 101 -> 61 MiB at rest, measured): the MyISAM key cache
+        # (128M by default) serves no table here; the redo log buffer (16M, doubled by log
+        # encryption) is written out at every commit, and the largest transaction here is
+        # one batch of orders; Aria's page cache (128M) holds system and temporary tables.
+        "key_buffer_size = 1M",
+        "innodb_log_buffer_size = 4M",
+        "aria_pagecache_buffer_size = 16M",
         # The order processor commits in batches; one fsync per commit is the durable choice.
         "innodb_flush_log_at_trx_commit = 1",
         "max_connections = 300",
