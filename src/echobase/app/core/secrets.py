@@ -79,10 +79,11 @@ class DatabaseCredentials:
 
 
 def secrets_client(settings: ServiceSettings) -> Any:
-    import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    from echobase.app.core.aws import secrets_session
+
+    return secrets_session().create_client(
         "secretsmanager",
         region_name=settings.aws_region,
         endpoint_url=settings.secrets_endpoint_url,
