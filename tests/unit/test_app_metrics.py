@@ -87,7 +87,7 @@ def api_app() -> FastAPI:
     def boom() -> None:
         raise RuntimeError("boom")
 
-    app.include_router(metrics.router)
+    app.add_route(metrics.METRICS_PATH, metrics.metrics, include_in_schema=False)
     app.add_middleware(HttpMetricsMiddleware)
     return app
 

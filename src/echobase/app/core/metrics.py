@@ -1,10 +1,12 @@
-"""The order services' own metrics, and the ``/metrics`` route the gateway and the processor
-share (see ``exposition`` for the format and the multi-worker merge)."""
+"""The order services' own metrics, and the ``/metrics`` endpoint the gateway and the
+processor share (see ``exposition`` for the format and the multi-worker merge). Plain
+Starlette: the processor serves it without FastAPI."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
 
 from echobase.app.core.exemplars import trace_exemplar
 from echobase.app.core.exposition import metrics_response
@@ -34,9 +36,8 @@ def observe_with_trace(histogram: Histogram, seconds: float) -> None:
     histogram.observe(seconds, trace_exemplar())
 
 
-router = APIRouter(tags=["metrics"])
+METRICS_PATH = "/metrics"
 
 
-@router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     return metrics_response(request.headers.get("accept"))

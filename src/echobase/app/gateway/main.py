@@ -50,7 +50,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
-    app.include_router(metrics.router)
+    app.add_route(metrics.METRICS_PATH, metrics.metrics, include_in_schema=False)
     install_error_handlers(app)
 
     # Added innermost first: the edge runs before everything else but the request metrics,

@@ -1,7 +1,10 @@
 """``python -m echobase.app.processor``: run the consumer with its health endpoint."""
 
-from echobase.app.core.config import processor_settings
-from echobase.app.core.serve import serve
+from echobase.app.core.imports import leave_out_console_libraries
+
+leave_out_console_libraries()
+from echobase.app.core.config import processor_settings  # noqa: E402 (after the line above)
+from echobase.app.core.serve import serve  # noqa: E402 (after the line above)
 
 if __name__ == "__main__":
     settings = processor_settings()

@@ -1,4 +1,7 @@
-"""The order processor process: the consumer loop plus /health and /metrics on its own port."""
+"""The order processor process: the consumer loop plus /health and /metrics on its own port.
+
+Two fixed endpoints need no request validation or OpenAPI: plain Starlette (FastAPI's base)
+serves them, and the processor does not import FastAPI (6.7 MiB a process, issue 19)."""
 
 from __future__ import annotations
 
@@ -10,18 +13,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from echobase import __version__
 from echobase.app.core import metrics
 from echobase.app.core.aws import sqs_client
 from echobase.app.core.config import ProcessorSettings, processor_settings
 from echobase.app.core.database import create_engine
 from echobase.app.core.logging import configure_logging
 from echobase.app.core.secrets import load_database_credentials
-from echobase.app.core.telemetry import FASTAPI_TELEMETRY_OFF, configure_tracing
+from echobase.app.core.telemetry import configure_tracing
 from echobase.app.processor.consumer import OrderConsumer
 
 log = structlog.get_logger()
@@ -47,13 +51,13 @@ async def dead_letter_queue(sqs: Any, settings: ProcessorSettings) -> tuple[str,
     return str(url), limit
 
 
-def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
+def create_app(settings: ProcessorSettings | None = None) -> Starlette:
     settings = settings or processor_settings()
     configure_logging("order-processor", settings.colour, settings.log_level, settings.release)
     tracing = configure_tracing("order-processor", settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         credentials = await run_in_threadpool(load_database_credentials, settings)
         engine = create_engine(credentials, settings.db_pool_size)
         # Long polls hold the connection for up to 20 s: the read timeout must exceed that.
@@ -72,17 +76,8 @@ def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
                 log.info("processor stopped", processed=consumer.processed)
                 tracing.shutdown()  # the last spans reach the store
 
-    app = FastAPI(
-        title="echobase order processor",
-        version=__version__,
-        lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY_OFF,
-    )
-    app.include_router(metrics.router)
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        consumer: OrderConsumer = app.state.consumer
+    async def health(request: Request) -> JSONResponse:
+        consumer: OrderConsumer = request.app.state.consumer
         healthy = consumer.healthy()
         last = consumer.last_poll_at
         body = {
@@ -100,4 +95,7 @@ def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 
-    return app
+    return Starlette(
+        routes=[Route("/health", health), Route(metrics.METRICS_PATH, metrics.metrics)],
+        lifespan=lifespan,
+    )
