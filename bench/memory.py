@@ -18,7 +18,9 @@ Prints:
 2. intake: POST /api/v1/orders through the LB (TLS), wrk at ``--connections`` clients,
    ``--rounds`` rounds of ``--seconds`` per colour, alternating, each after a switch and a
    3 s warm-up: orders/s and p99 per round, medians, candidate / as-deployed;
-3. memory again after the load (what the services keep once the peak has passed).
+3. memory again after the load (what the services keep once the peak has passed); with
+   ``--track``, the RSS of all services after every round too, to tell what levels off from
+   what keeps growing with the orders.
 
 RSS counts a page shared by several processes (the interpreter, extension modules) once per
 process; PSS splits it between them, so the PSS of all services is what the machine holds.
@@ -99,10 +101,17 @@ def memory_report(system: System, when: str) -> None:
         )
 
 
+def rss_line(system: System) -> str:
+    resident = rss_mib(system.pids())
+    services = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(resident.items()))
+    return f"all services {sum(resident.values()):.1f} MiB RSS ({services})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     intake_arguments(parser)
     parser.add_argument("--set", action="append", dest="settings", metavar="ROLE:KEY=VALUE")
+    parser.add_argument("--track", action="store_true", help="memory after every round")
     args = parser.parse_args()
     candidate = parse_settings(args.settings or list(DEFAULT_CANDIDATE))
 
@@ -134,6 +143,8 @@ def main() -> None:
             result = wrk(lb.lb_url, script, args.connections, args.seconds)
             results[colour].append(result)
             print(wrk_row(f"  round {number + 1} {colour}", result, "orders/s"))
+            if args.track:
+                print(f"    {rss_line(system)}")
         medians = {c: statistics.median(r.rate for r in rs) for c, rs in results.items()}
         for colour, rate in medians.items():
             p99 = statistics.median(r.p99_ms for r in results[colour])

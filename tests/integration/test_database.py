@@ -42,20 +42,25 @@ def test_upgrade_head_twice_is_a_no_op(backing):
     assert backing.query("CHECKSUM TABLE products, users") == before
 
 
-def test_every_table_is_encrypted_at_rest(backing):
+def admin_query(backing, sql: str, *args: object) -> list[tuple]:
     conn = mariadb.admin_connection(backing.stack.database)
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT NAME, ENCRYPTION_SCHEME"
-                " FROM information_schema.INNODB_TABLESPACES_ENCRYPTION WHERE NAME LIKE %s",
-                (backing.credentials.dbname + "/%",),
-            )
-            schemes = {name.split("/", 1)[1]: scheme for name, scheme in cur.fetchall()}
-            cur.execute("SHOW VARIABLES LIKE 'innodb_encrypt_tables'")
-            assert cur.fetchone()[1] == "FORCE"
+            cur.execute(sql, args or None)
+            return list(cur.fetchall())
     finally:
         conn.close()
+
+
+def test_every_table_is_encrypted_at_rest(backing):
+    rows = admin_query(
+        backing,
+        "SELECT NAME, ENCRYPTION_SCHEME"
+        " FROM information_schema.INNODB_TABLESPACES_ENCRYPTION WHERE NAME LIKE %s",
+        backing.credentials.dbname + "/%",
+    )
+    schemes = {name.split("/", 1)[1]: scheme for name, scheme in rows}
+    assert admin_query(backing, "SHOW VARIABLES LIKE 'innodb_encrypt_tables'")[0][1] == "FORCE"
     assert TABLES <= set(schemes)
     assert {schemes[t] for t in TABLES} == {1}
 
@@ -96,12 +101,6 @@ def test_app_user_has_only_the_privileges_the_services_need(backing):
 
 def test_buffers_are_sized_for_one_machine(backing):
     """The running server took the memory settings (issue 19: 1 GiB for every service)."""
-    conn = mariadb.admin_connection(backing.stack.database)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT @@key_buffer_size, @@innodb_log_buffer_size, @@aria_pagecache_buffer_size"
-            )
-            assert cur.fetchone() == (1 << 20, 4 << 20, 16 << 20)
-    finally:
-        conn.close()
+    assert admin_query(
+        backing, "SELECT @@key_buffer_size, @@innodb_log_buffer_size, @@aria_pagecache_buffer_size"
+    ) == [(1 << 20, 4 << 20, 16 << 20)]
