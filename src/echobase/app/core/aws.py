@@ -1,4 +1,5 @@
-"""Async AWS clients of the services; endpoint URLs point them at moto locally."""
+"""The services' AWS clients: async SQS, Secrets Manager from threads, one botocore loader; endpoint
+URLs point them at moto locally."""
 
 from __future__ import annotations
 
