@@ -145,6 +145,7 @@ def test_nothing_acknowledged_is_lost_or_undeleted_by_a_sigkill_under_load(
     urls = ensure_queues(sqs, visibility_timeout=2)
     sent: set[str] = set()
     deleted: set[str] = set()
+    in_doubt: set[str] = set()  # in a delete batch that got no answer
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -164,6 +165,7 @@ def test_nothing_acknowledged_is_lost_or_undeleted_by_a_sigkill_under_load(
     def consume() -> None:
         client = server.client()
         while not stop.is_set():
+            batch: list[dict[str, Any]] = []  # a failed receive leaves nothing in doubt
             try:
                 batch = client.receive_message(
                     QueueUrl=urls.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
@@ -177,7 +179,11 @@ def test_nothing_acknowledged_is_lost_or_undeleted_by_a_sigkill_under_load(
                         for i, m in enumerate(batch)
                     ],
                 )
-            except Exception:  # noqa: S112 - a delete not acknowledged may be undone
+            except Exception:
+                # A delete not acknowledged may be undone, or done: the kill can take
+                # the answer of a delete that was already journaled.
+                with lock:
+                    in_doubt.update(m["MessageId"] for m in batch)
                 continue
             ids = {str(i): m["MessageId"] for i, m in enumerate(batch)}
             with lock:
@@ -204,7 +210,8 @@ def test_nothing_acknowledged_is_lost_or_undeleted_by_a_sigkill_under_load(
     server.start()
     time.sleep(2.1)  # what was in flight at the kill becomes visible again
     present = every_message(sqs, urls.queue_url)
-    assert acknowledged - gone - set(present) == set(), "acknowledged sends lost"
+    # Only a message whose delete was sent but never answered may be missing unacknowledged.
+    assert acknowledged - gone - in_doubt - set(present) == set(), "acknowledged sends lost"
     assert gone & set(present) == set(), "acknowledged deletes undone"
 
 
