@@ -3,12 +3,15 @@ read-only database user's grants and the load balancer's MCP route. Nothing star
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from echobase.app.core.secrets import DatabaseCredentials
-from echobase.app.gateway.recommendations import describe
+from echobase.app.gateway.recommendations import answer_in_stream, describe
 from echobase.app.mcp.contract import RecommendedProduct, recommended_from_result
 from echobase.app.mcp.recommendations import pick
 from echobase.app.mcp.server import presented_key
@@ -89,3 +92,22 @@ def test_describe_names_the_innermost_cause() -> None:
     group = BaseExceptionGroup("outer", [ExceptionGroup("inner", [ConnectionError("refused")])])
     assert describe(group) == "ConnectionError: refused"
     assert describe(TimeoutError()) == "TimeoutError"
+
+
+def test_an_event_stream_answer_is_read_up_to_the_message_for_the_call() -> None:
+    """A stateful MCP server may answer a POST with events: a notification first, then the
+    answer, whose data may span lines; the gateway's session takes the answer's message."""
+    answer = {"jsonrpc": "2.0", "id": 7, "result": {"structuredContent": {"result": []}}}
+    text = json.dumps(answer, indent=1)
+    events = (
+        'event: message\ndata: {"jsonrpc": "2.0", "method": "notifications/progress"}\n\n'
+        + "".join(f"data: {line}\n" for line in text.splitlines())
+        + "\n"
+    )
+
+    async def stream() -> AsyncIterator[bytes]:
+        for line in events.splitlines(keepends=True):
+            yield line.encode()
+
+    assert asyncio.run(answer_in_stream(stream(), 7)) == answer
+    assert asyncio.run(answer_in_stream(stream(), 8)) is None

@@ -10,6 +10,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 PROBE = """
 import json, logging, runpy, sys
 runpy.run_module("echobase.app.{service}", run_name="probe")  # __main__ without serving
@@ -58,8 +60,16 @@ def test_the_cli_keeps_them() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_the_processor_runs_without_fastapi() -> None:
-    """Its two endpoints are plain Starlette; FastAPI would add 5 MiB to each processor."""
-    probe = "import sys, echobase.app.processor.main; print('fastapi' in sys.modules)"
+@pytest.mark.parametrize(
+    ("module", "left_out"),
+    [
+        # Its two endpoints are plain Starlette; FastAPI would add 5 MiB to each processor.
+        ("echobase.app.processor.main", "fastapi"),
+        # It speaks MCP itself: the SDK would add 16.7 MiB to each gateway.
+        ("echobase.app.gateway.main", "mcp"),
+    ],
+)
+def test_a_service_leaves_out_what_it_does_not_need(module: str, left_out: str) -> None:
+    probe = f"import sys, {module}; print({left_out!r} in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr

@@ -7,6 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+# The newest revision with the initialize handshake that the service's SDK speaks; the
+# gateway asks for it and refuses a service that answers another.
+MCP_PROTOCOL_VERSION = "2025-11-25"
 RECOMMENDED_PRODUCTS_TOOL = "getRecommendedProducts"
 ORDER_STATUS_TOOL = "getOrderStatus"
 
