@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from echobase.platform.runtime.processes import free_port, spawn, terminate, wait_http
 
@@ -303,7 +305,6 @@ def test_a_client_asking_to_close_is_closed(endpoint: str) -> None:
 def test_deleted_messages_are_not_kept(sqs: Any, endpoint: str) -> None:
     """moto lists every model instance it ever made in /moto-api/data.json, and used to keep
     them all: every message sent, long after its deletion. Only live messages are listed."""
-    import httpx
 
     url = new_queue(sqs)
     send_batches(sqs, url, 40, prefix="gone")
@@ -322,3 +323,26 @@ def test_deleted_messages_are_not_kept(sqs: Any, endpoint: str) -> None:
     }
     assert not deleted & listed, f"{len(deleted & listed)} deleted messages are still held"
     assert in_flight <= listed  # the record of live messages still works
+
+
+def test_permission_checks_still_apply_when_switched_on(sqs: Any, endpoint: str) -> None:
+    """IAM is left unloaded while moto checks no permissions (its default); switched on
+    through moto's own API, the check loads IAM and refuses a key IAM does not know."""
+    url = new_queue(sqs)
+
+    def reset_auth(count: str) -> None:
+        answer = httpx.post(f"{endpoint}/moto-api/reset-auth", content=count, timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    reset_auth("0")
+    try:
+        with pytest.raises(ClientError) as refused:
+            sqs.send_message(QueueUrl=url, MessageBody="unknown key")
+        # moto answers its auth error in the query protocol's XML, which the JSON client
+        # cannot parse: the status and the code inside the message tell it.
+        error = refused.value.response
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert "<Code>InvalidClientTokenId</Code>" in error["Error"]["Message"]
+    finally:
+        reset_auth("inf")
+    assert "MessageId" in sqs.send_message(QueueUrl=url, MessageBody="checks off again")

@@ -18,6 +18,10 @@ visible messages behind every receive are a lazy view with one clock reading; an
 DeleteMessage finds its message through an index of receipt handles and removes it in place,
 under the lock that SendMessage already takes.
 
+IAM is loaded only when something needs it (see ``defer_iam``): moto imports its IAM models
+on every request to note the caller's access key, 8 MiB in each of the system's three
+emulator processes, none of which serves IAM or checks permissions.
+
 It also keeps HTTP connections alive between requests (see ``keep_alive_handler``), and
 answers ``GET /metrics`` with the queues' depths for Prometheus (see ``queue_metrics``).
 
@@ -178,6 +182,11 @@ class MotoIncompatible(RuntimeError):
 
 
 _MODELS = "moto.sqs.models"
+_IAM_MODELS = "moto.iam.models"
+_AUTH_CHECKS = (
+    "_authenticate_and_authorize_normal_action",
+    "_authenticate_and_authorize_s3_action",
+)
 # (module, dotted attribute, what it must be): everything patch_sqs, the helpers it
 # installs and keep_alive_handler wrap, replace or call. "property" and "function" are
 # looked up statically on the class (a property replaced by a plain value would still be
@@ -196,6 +205,13 @@ _SHAPE: tuple[tuple[str, str, str], ...] = (
     ("moto.sqs.exceptions", "ReceiptHandleIsInvalid", "class"),
     ("moto.core.utils", "unix_time", "callable"),
     ("moto.core.utils", "unix_time_millis", "callable"),
+    ("moto.core.authorization", "ActionAuthenticatorMixin.request_count", "int"),
+    *(
+        ("moto.core.authorization", f"ActionAuthenticatorMixin.{name}", "function")
+        for name in _AUTH_CHECKS
+    ),
+    ("moto.core", "DEFAULT_ACCOUNT_ID", "str"),
+    ("moto.settings", "INITIAL_NO_AUTH_ACTION_COUNT", "number"),
     ("moto.moto_server.werkzeug_app", "MotoRequestHandler", "class"),
     ("moto.moto_server.werkzeug_app", "MotoRequestHandler.make_environ", "function"),
     ("moto.moto_server.werkzeug_app", "DomainDispatcherApplication", "class"),
@@ -239,6 +255,9 @@ def _shape_problem(module: ModuleType, dotted: str, kind: str) -> str | None:
         "class": isinstance(found, type),
         "callable": callable(found),
         "mapping": isinstance(found, dict),
+        "int": isinstance(found, int),
+        "number": isinstance(found, int | float),
+        "str": isinstance(found, str),
         "instances": isinstance(found, (list, _LiveInstances)),  # a list until patched
     }[kind]
     return None if ok else f"{where} is not a {kind} (found {type(found).__name__})"
@@ -326,6 +345,65 @@ def patch_sqs() -> None:
     backend.send_message_batch = _sending_call(backend.send_message_batch)
     backend.is_message_valid_based_on_retention_period = _retained
     queue_cls._echobase_patched = True
+
+
+def _unless_auth_is_off(check: Callable[..., Any]) -> Callable[..., Any]:
+    """moto checks permissions only after ``INITIAL_NO_AUTH_ACTION_COUNT`` requests (never,
+    by default) and counts them until then; its check imports IAM before looking. This
+    counts the same way and imports nothing while the count says "not yet"."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    @functools.wraps(check)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
+            ActionAuthenticatorMixin.request_count += 1
+            return None
+        return check(self, *args, **kwargs)
+
+    return checked
+
+
+def defer_iam() -> None:
+    """Load moto's IAM models on the first use that needs them, not on every request.
+
+    Every request calls ``mark_account_as_visited`` (stamps "last used" on the caller's
+    IAM access key) and ``get_account_id_from`` (the account owning that key). While IAM
+    is not loaded no IAM key exists, so the answers are known: nothing to stamp, and
+    moto's default account. A stand-in module gives those two answers; any other name
+    asked of it (IAM's API, a permission check, a reset) loads the real models, which
+    answer from then on. Call before the first request; calling again changes nothing."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    mixin: Any = ActionAuthenticatorMixin
+    if getattr(mixin, "_echobase_patched", False) or _IAM_MODELS in sys.modules:
+        return
+    for name in _AUTH_CHECKS:
+        setattr(mixin, name, _unless_auth_is_off(getattr(mixin, name)))
+    mixin._echobase_patched = True
+
+    stand_in = ModuleType(_IAM_MODELS, "echobase's stand-in until IAM is needed")
+
+    def mark_account_as_visited(
+        account_id: str, access_key: str, service: str, region: str
+    ) -> None:
+        return None
+
+    def get_account_id_from(access_key: str) -> str:
+        return DEFAULT_ACCOUNT_ID
+
+    def load_iam(name: str) -> Any:
+        if name.startswith("__"):  # what the import system asks of any module (__path__)
+            raise AttributeError(name)
+        if sys.modules.get(_IAM_MODELS) is stand_in:
+            del sys.modules[_IAM_MODELS]
+        return getattr(importlib.import_module(_IAM_MODELS), name)
+
+    stand_in.mark_account_as_visited = mark_account_as_visited  # type: ignore[attr-defined]
+    stand_in.get_account_id_from = get_account_id_from  # type: ignore[attr-defined]
+    stand_in.__getattr__ = load_iam  # type: ignore[method-assign]  # PEP 562
+    sys.modules[_IAM_MODELS] = stand_in
 
 
 class _Body:
@@ -422,6 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         patch_sqs()
+        defer_iam()
     except MotoIncompatible as exc:
         sys.exit(f"aws_emulator: {exc}")
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
