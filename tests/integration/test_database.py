@@ -102,5 +102,7 @@ def test_app_user_has_only_the_privileges_the_services_need(backing):
 def test_buffers_are_sized_for_one_machine(backing):
     """The running server took the memory settings (issue 19: 1 GiB for every service)."""
     assert admin_query(
-        backing, "SELECT @@key_buffer_size, @@innodb_log_buffer_size, @@aria_pagecache_buffer_size"
-    ) == [(1 << 20, 4 << 20, 16 << 20)]
+        backing,
+        "SELECT @@key_buffer_size, @@innodb_log_buffer_size, @@aria_pagecache_buffer_size,"
+        " @@innodb_buffer_pool_size",
+    ) == [(1 << 20, 4 << 20, 16 << 20, 32 << 20)]
