@@ -9,20 +9,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
-PROBE = """
+SERVE = """
 import json, sys, threading
 import boto3
 from werkzeug.serving import make_server
 from echobase.platform import aws_emulator
 from echobase.platform.runtime.processes import free_port
 
-aws_emulator.patch_sqs()
-aws_emulator.defer_iam()
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 port = free_port("127.0.0.1")
-app = DomainDispatcherApplication(create_backend_app)
-server = make_server("127.0.0.1", port, app, threaded=True)
+server = make_server("127.0.0.1", port, make_app(), threaded=True)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 
 def client(service):
@@ -32,6 +29,18 @@ def client(service):
 def iam_loaded():
     return "iam_backends" in vars(sys.modules["moto.iam.models"])
 
+"""
+
+QUEUE_SERVER = (
+    """
+def make_app():
+    aws_emulator.patch_sqs()
+    aws_emulator.defer_iam()
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    return DomainDispatcherApplication(create_backend_app)
+"""
+    + SERVE
+    + """
 seen = {}
 sqs = client("sqs")
 url = sqs.create_queue(QueueName="q")["QueueUrl"]
@@ -51,19 +60,51 @@ seen["sent_after_iam"] = "MessageId" in sqs.send_message(QueueUrl=url, MessageBo
 server.shutdown()
 print(json.dumps(seen))
 """
+)
+
+
+SECRETS_STORE = (
+    """
+import tempfile
+from pathlib import Path
+from echobase.platform.durable import secrets_store
+
+def make_app():
+    aws_emulator.defer_iam()  # as secrets_store.main does
+    return secrets_store.open_store(Path(tempfile.mkdtemp()))
+"""
+    + SERVE
+    + """
+secrets = client("secretsmanager")
+secrets.create_secret(Name="s", SecretString="v")
+seen = {"secret": secrets.get_secret_value(SecretId="s")["SecretString"]}
+seen["key"] = client("kms").create_key()["KeyMetadata"]["KeyId"] != ""
+seen["iam_after_aws_calls"] = iam_loaded()
+server.shutdown()
+print(json.dumps(seen))
+"""
+)
+
+
+def run(probe: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_aws_calls_leave_iam_unloaded_and_iam_calls_load_it() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = run(QUEUE_SERVER)
     assert seen["url"].endswith("/123456789012/q")  # moto's default account, as before
     assert seen["received"] == ["one"] and seen["secret"] == "v" and seen["key"]
     assert seen["iam_after_aws_calls"] is False
     assert seen["users"] == ["alice"] and seen["iam_after_iam_call"] is True
     assert seen["sent_after_iam"] is True
+
+
+def test_the_secrets_store_leaves_iam_unloaded() -> None:
+    assert run(SECRETS_STORE) == {"secret": "v", "key": True, "iam_after_aws_calls": False}
 
 
 def test_the_two_iam_answers_are_what_moto_gives_without_iam_keys() -> None:
@@ -82,9 +123,5 @@ real_answers = [real.get_account_id_from("AKIAEXAMPLE"),
                 real.mark_account_as_visited("123456789012", "AKIAEXAMPLE", "sqs", "us-east-1")]
 print(json.dumps([answers, real_answers]))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    stand_in, real = json.loads(done.stdout.strip().splitlines()[-1])
+    stand_in, real = run(probe)
     assert stand_in == real == ["123456789012", None]

@@ -187,6 +187,16 @@ _AUTH_CHECKS = (
     "_authenticate_and_authorize_normal_action",
     "_authenticate_and_authorize_s3_action",
 )
+# What defer_iam relies on (checked alone where only that is applied: the secrets store).
+_IAM_SHAPE: tuple[tuple[str, str, str], ...] = (
+    ("moto.core.authorization", "ActionAuthenticatorMixin.request_count", "int"),
+    *(
+        ("moto.core.authorization", f"ActionAuthenticatorMixin.{name}", "function")
+        for name in _AUTH_CHECKS
+    ),
+    ("moto.core", "DEFAULT_ACCOUNT_ID", "str"),
+    ("moto.settings", "INITIAL_NO_AUTH_ACTION_COUNT", "number"),
+)
 # (module, dotted attribute, what it must be): everything patch_sqs, the helpers it
 # installs and keep_alive_handler wrap, replace or call. "property" and "function" are
 # looked up statically on the class (a property replaced by a plain value would still be
@@ -205,13 +215,7 @@ _SHAPE: tuple[tuple[str, str, str], ...] = (
     ("moto.sqs.exceptions", "ReceiptHandleIsInvalid", "class"),
     ("moto.core.utils", "unix_time", "callable"),
     ("moto.core.utils", "unix_time_millis", "callable"),
-    ("moto.core.authorization", "ActionAuthenticatorMixin.request_count", "int"),
-    *(
-        ("moto.core.authorization", f"ActionAuthenticatorMixin.{name}", "function")
-        for name in _AUTH_CHECKS
-    ),
-    ("moto.core", "DEFAULT_ACCOUNT_ID", "str"),
-    ("moto.settings", "INITIAL_NO_AUTH_ACTION_COUNT", "number"),
+    *_IAM_SHAPE,
     ("moto.moto_server.werkzeug_app", "MotoRequestHandler", "class"),
     ("moto.moto_server.werkzeug_app", "MotoRequestHandler.make_environ", "function"),
     ("moto.moto_server.werkzeug_app", "DomainDispatcherApplication", "class"),
@@ -283,12 +287,15 @@ def _state_problems(
     return problems
 
 
-def moto_problems(load: Callable[[str], ModuleType] = importlib.import_module) -> list[str]:
+def moto_problems(
+    load: Callable[[str], ModuleType] = importlib.import_module,
+    shape: tuple[tuple[str, str, str], ...] = _SHAPE,
+) -> list[str]:
     """What the installed moto lacks of the internals the patch relies on; empty when all
     is there. ``load`` imports a module by name (a test passes stand-ins)."""
     problems = []
     modules: dict[str, ModuleType | None] = {}
-    for module_name, dotted, kind in _SHAPE:
+    for module_name, dotted, kind in shape:
         if module_name not in modules:
             try:
                 modules[module_name] = load(module_name)
@@ -298,7 +305,7 @@ def moto_problems(load: Callable[[str], ModuleType] = importlib.import_module) -
         module = modules[module_name]
         if module is not None and (problem := _shape_problem(module, dotted, kind)):
             problems.append(problem)
-    models = modules[_MODELS]
+    models = modules.get(_MODELS)
     if models is not None and not problems:
         # Throwaway objects, never registered with a backend: only their attributes count.
         problems += _state_problems(
@@ -310,16 +317,19 @@ def moto_problems(load: Callable[[str], ModuleType] = importlib.import_module) -
     return problems
 
 
-def check_moto(load: Callable[[str], ModuleType] = importlib.import_module) -> None:
+def check_moto(
+    load: Callable[[str], ModuleType] = importlib.import_module,
+    shape: tuple[tuple[str, str, str], ...] = _SHAPE,
+) -> None:
     """Refuse, with one message, a moto whose internals the patch would break."""
-    problems = moto_problems(load)
+    problems = moto_problems(load, shape)
     if problems:
         try:
             version = importlib.metadata.version("moto")
         except importlib.metadata.PackageNotFoundError:
             version = "(not installed)"
         raise MotoIncompatible(
-            f"moto {version} is installed, but echobase's SQS patch supports moto"
+            f"moto {version} is installed, but echobase's patches support moto"
             f"{SUPPORTED_MOTO} only: {'; '.join(problems)}. Install the locked version "
             "(bash scripts/install), or check the patch against this moto and widen the pin."
         )
@@ -379,6 +389,7 @@ def defer_iam() -> None:
     mixin: Any = ActionAuthenticatorMixin
     if getattr(mixin, "_echobase_patched", False) or _IAM_MODELS in sys.modules:
         return
+    check_moto(shape=_IAM_SHAPE)
     for name in _AUTH_CHECKS:
         setattr(mixin, name, _unless_auth_is_off(getattr(mixin, name)))
     mixin._echobase_patched = True
