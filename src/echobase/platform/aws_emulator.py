@@ -18,9 +18,11 @@ visible messages behind every receive are a lazy view with one clock reading; an
 DeleteMessage finds its message through an index of receipt handles and removes it in place,
 under the lock that SendMessage already takes.
 
-IAM is loaded only when something needs it (see ``defer_iam``): moto imports its IAM models
-on every request to note the caller's access key, 8 MiB in each of the system's three
-emulator processes, none of which serves IAM or checks permissions.
+Two things moto loads are kept small, for the memory of the system's three emulator
+processes: IAM is loaded only when something needs it (see ``defer_iam``; moto imports its
+IAM models on every request to note the caller's access key, 8 MiB), and botocore's endpoint
+data, which moto reads for the regions of a service, keeps the emulated services only
+(see ``keep_emulated_endpoints``, 6.7 MiB).
 
 It also keeps HTTP connections alive between requests (see ``keep_alive_handler``), and
 answers ``GET /metrics`` with the queues' depths for Prometheus (see ``queue_metrics``).
@@ -187,8 +189,9 @@ _AUTH_CHECKS = (
     "_authenticate_and_authorize_normal_action",
     "_authenticate_and_authorize_s3_action",
 )
-# What defer_iam relies on (checked alone where only that is applied: the secrets store).
-_IAM_SHAPE: tuple[tuple[str, str, str], ...] = (
+# What defer_iam and keep_emulated_endpoints rely on (checked alone where only they apply:
+# the secrets store).
+_LEAN_SHAPE: tuple[tuple[str, str, str], ...] = (
     ("moto.core.authorization", "ActionAuthenticatorMixin.request_count", "int"),
     *(
         ("moto.core.authorization", f"ActionAuthenticatorMixin.{name}", "function")
@@ -196,6 +199,7 @@ _IAM_SHAPE: tuple[tuple[str, str, str], ...] = (
     ),
     ("moto.core", "DEFAULT_ACCOUNT_ID", "str"),
     ("moto.settings", "INITIAL_NO_AUTH_ACTION_COUNT", "number"),
+    ("moto.core.base_backend", "AccountSpecificBackend.get_session", "classmethod"),
 )
 # (module, dotted attribute, what it must be): everything patch_sqs, the helpers it
 # installs and keep_alive_handler wrap, replace or call. "property" and "function" are
@@ -215,7 +219,7 @@ _SHAPE: tuple[tuple[str, str, str], ...] = (
     ("moto.sqs.exceptions", "ReceiptHandleIsInvalid", "class"),
     ("moto.core.utils", "unix_time", "callable"),
     ("moto.core.utils", "unix_time_millis", "callable"),
-    *_IAM_SHAPE,
+    *_LEAN_SHAPE,
     ("moto.moto_server.werkzeug_app", "MotoRequestHandler", "class"),
     ("moto.moto_server.werkzeug_app", "MotoRequestHandler.make_environ", "function"),
     ("moto.moto_server.werkzeug_app", "DomainDispatcherApplication", "class"),
@@ -259,6 +263,7 @@ def _shape_problem(module: ModuleType, dotted: str, kind: str) -> str | None:
         "class": isinstance(found, type),
         "callable": callable(found),
         "mapping": isinstance(found, dict),
+        "classmethod": isinstance(found, classmethod),
         "int": isinstance(found, int),
         "number": isinstance(found, int | float),
         "str": isinstance(found, str),
@@ -374,6 +379,24 @@ def _unless_auth_is_off(check: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
+# What the emulators serve: moto lists these services' regions from botocore's data.
+EMULATED_SERVICES = ("sqs", "secretsmanager", "kms")
+
+
+def keep_emulated_endpoints() -> None:
+    """moto reads a service's regions from botocore's endpoint data through one session of
+    its own, which keeps all of that data: keep the emulated services' part only. Call
+    before the first request."""
+    from moto.core.base_backend import AccountSpecificBackend
+
+    from echobase.aws_endpoints import EndpointsOf
+
+    check_moto(shape=_LEAN_SHAPE)
+    botocore_session = AccountSpecificBackend.get_session()._session
+    if not isinstance(botocore_session.get_component("data_loader"), EndpointsOf):
+        botocore_session.register_component("data_loader", EndpointsOf(EMULATED_SERVICES))
+
+
 def defer_iam() -> None:
     """Load moto's IAM models on the first use that needs them, not on every request.
 
@@ -389,7 +412,7 @@ def defer_iam() -> None:
     mixin: Any = ActionAuthenticatorMixin
     if getattr(mixin, "_echobase_patched", False) or _IAM_MODELS in sys.modules:
         return
-    check_moto(shape=_IAM_SHAPE)
+    check_moto(shape=_LEAN_SHAPE)
     for name in _AUTH_CHECKS:
         setattr(mixin, name, _unless_auth_is_off(getattr(mixin, name)))
     mixin._echobase_patched = True
@@ -512,6 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         patch_sqs()
         defer_iam()
+        keep_emulated_endpoints()
     except MotoIncompatible as exc:
         sys.exit(f"aws_emulator: {exc}")
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app

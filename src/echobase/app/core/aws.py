@@ -9,29 +9,11 @@ from typing import Any
 from botocore.loaders import Loader
 
 from echobase.app.core.config import ServiceSettings
+from echobase.aws_endpoints import EndpointsOf
 
 # What the services call, and what botocore calls to find credentials in AWS (a role's
-# web identity, SSO). Endpoint data of the ~400 other services is dropped once read.
+# web identity, SSO): the endpoint data of the ~400 other services is dropped once read.
 CALLED_SERVICES = frozenset({"sqs", "secretsmanager", "sts", "sso", "sso-oidc"})
-
-
-class CalledServicesLoader(Loader):
-    """botocore's loader, keeping the endpoint data of ``CALLED_SERVICES`` only.
-
-    ``endpoints.json`` describes every AWS service: 6.7 MiB as Python objects in every
-    process that makes a client. Filtered where botocore caches it, the rest is freed for
-    the process's own use (-6.5 MiB once it allocates as much again; measured). The data
-    still counts as botocore's own, so clients resolve AWS endpoints from the endpoint
-    rule sets exactly as before; the called services keep their legacy entries too."""
-
-    def load_data_with_path(self, name: str) -> Any:
-        data, path = super().load_data_with_path(name)  # botocore caches this very tuple
-        if name == "endpoints":
-            for partition in data.get("partitions", []):
-                services = partition.get("services", {})
-                for service in [s for s in services if s not in CALLED_SERVICES]:
-                    del services[service]
-        return data, path
 
 
 @functools.cache
@@ -42,7 +24,7 @@ def botocore_data() -> Loader:
     a service runs two sessions: aiobotocore's for SQS and a plain one for Secrets Manager
     (called from threads). Apart, that was 7.2 MiB parsed twice in every gateway and
     processor (tracemalloc, issue 19)."""
-    return CalledServicesLoader()
+    return EndpointsOf(CALLED_SERVICES)
 
 
 def sharing_botocore_data(session: Any) -> Any:

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from echobase.platform.aws_emulator import MotoIncompatible, defer_iam
+from echobase.platform.aws_emulator import MotoIncompatible, defer_iam, keep_emulated_endpoints
 from echobase.platform.runtime.journal import Journal, JournalError
 
 Environ = dict[str, Any]
@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     try:
-        defer_iam()  # before the journal's replay: its requests are the first moto sees
+        # Before the journal's replay: its requests are the first moto sees.
+        defer_iam()
+        keep_emulated_endpoints()
         app = open_store(args.state_dir)
     except (JournalError, OSError, MotoIncompatible) as exc:
         sys.exit(f"secrets store: {exc}")

@@ -1,4 +1,5 @@
-"""moto's IAM models stay unloaded in the emulator until something needs IAM itself.
+"""What the emulators keep out of moto: IAM's models until something needs IAM itself, and
+botocore's endpoint data of the services they do not emulate.
 
 A child interpreter serves the patched moto on a free port (as the emulator's ``main``
 does, in a thread, so the test can look at what the process imported) and is called
@@ -22,9 +23,15 @@ port = free_port("127.0.0.1")
 server = make_server("127.0.0.1", port, make_app(), threaded=True)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 
-def client(service):
-    return boto3.client(service, region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
+def client(service, region="us-east-1"):
+    return boto3.client(service, region_name=region, endpoint_url=f"http://127.0.0.1:{port}",
                         aws_access_key_id="echobase-local", aws_secret_access_key="echobase-local")
+
+def endpoints_kept():
+    from moto.core.base_backend import AccountSpecificBackend
+    loader = AccountSpecificBackend.get_session()._session.get_component("data_loader")
+    partitions = loader.load_data("endpoints")["partitions"]
+    return sorted({service for p in partitions for service in p["services"]})
 
 def iam_loaded():
     return "iam_backends" in vars(sys.modules["moto.iam.models"])
@@ -36,6 +43,7 @@ QUEUE_SERVER = (
 def make_app():
     aws_emulator.patch_sqs()
     aws_emulator.defer_iam()
+    aws_emulator.keep_emulated_endpoints()
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     return DomainDispatcherApplication(create_backend_app)
 """
@@ -51,6 +59,8 @@ secrets.create_secret(Name="s", SecretString="v")
 seen["secret"] = secrets.get_secret_value(SecretId="s")["SecretString"]
 seen["key"] = client("kms").create_key()["KeyMetadata"]["KeyId"] != ""
 seen["url"] = url
+seen["paris"] = client("sqs", "eu-west-3").create_queue(QueueName="p")["QueueUrl"]
+seen["endpoints_kept"] = endpoints_kept()
 seen["received"] = [m["Body"] for m in received]
 seen["iam_after_aws_calls"] = iam_loaded()
 client("iam").create_user(UserName="alice")
@@ -71,6 +81,7 @@ from echobase.platform.durable import secrets_store
 
 def make_app():
     aws_emulator.defer_iam()  # as secrets_store.main does
+    aws_emulator.keep_emulated_endpoints()
     return secrets_store.open_store(Path(tempfile.mkdtemp()))
 """
     + SERVE
@@ -80,6 +91,7 @@ secrets.create_secret(Name="s", SecretString="v")
 seen = {"secret": secrets.get_secret_value(SecretId="s")["SecretString"]}
 seen["key"] = client("kms").create_key()["KeyMetadata"]["KeyId"] != ""
 seen["iam_after_aws_calls"] = iam_loaded()
+seen["endpoints_kept"] = endpoints_kept()
 server.shutdown()
 print(json.dumps(seen))
 """
@@ -97,6 +109,8 @@ def run(probe: str) -> Any:
 def test_aws_calls_leave_iam_unloaded_and_iam_calls_load_it() -> None:
     seen = run(QUEUE_SERVER)
     assert seen["url"].endswith("/123456789012/q")  # moto's default account, as before
+    assert seen["paris"].endswith("/123456789012/p")  # a region from the kept data
+    assert seen["endpoints_kept"] == ["kms", "secretsmanager", "sqs"]
     assert seen["received"] == ["one"] and seen["secret"] == "v" and seen["key"]
     assert seen["iam_after_aws_calls"] is False
     assert seen["users"] == ["alice"] and seen["iam_after_iam_call"] is True
@@ -104,7 +118,12 @@ def test_aws_calls_leave_iam_unloaded_and_iam_calls_load_it() -> None:
 
 
 def test_the_secrets_store_leaves_iam_unloaded() -> None:
-    assert run(SECRETS_STORE) == {"secret": "v", "key": True, "iam_after_aws_calls": False}
+    assert run(SECRETS_STORE) == {
+        "secret": "v",
+        "key": True,
+        "iam_after_aws_calls": False,
+        "endpoints_kept": ["kms", "secretsmanager", "sqs"],
+    }
 
 
 def test_the_two_iam_answers_are_what_moto_gives_without_iam_keys() -> None:
