@@ -118,6 +118,8 @@ def test_one_description_feeds_every_renderer(tmp_path):
     assert plan.prometheus.external_url == "https://127.0.0.1:1443/prometheus/"
     secrets_cmd = " ".join(programs["echobase-devlocal-durable-secrets"].command)
     assert "--port 5566" in secrets_cmd
+    # Go's collector at half its default growth: Prometheus's share of the 1 GiB (issue 19).
+    assert programs["echobase-devlocal-durable-prometheus"].environment == {"GOGC": "50"}
     mcp = programs.pop("echobase-devlocal-durable-mcp")  # keeps no files: nothing to point at
     assert all(str(tmp_path) in " ".join(p.command) for p in programs.values())
     assert mcp.environment["ECHOBASE_PORT"] == "4300"

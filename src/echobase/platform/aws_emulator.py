@@ -144,9 +144,10 @@ def _visible_messages(self: Any) -> _VisibleMessages:
 # How many receipt handles of deleted messages a queue remembers, so that a repeated
 # DeleteMessage succeeds as SQS's does. moto remembered every one, about 0.3 KiB a message for
 # as long as the server ran (1.5 MiB more per 5,000 orders, run after run). A repeat comes
-# from a consumer retrying its batch within seconds; an older one answers
-# ReceiptHandleIsInvalid, which consumers treat as "gone", as they do after a restart.
-DELETED_RECEIPTS_KEPT = 16_384
+# from a consumer retrying its batch within seconds (4,096 are over 10 s of deletes at the
+# system's peak intake); an older one answers ReceiptHandleIsInvalid, which consumers
+# treat as "gone", as they do after a restart.
+DELETED_RECEIPTS_KEPT = 4_096
 
 
 def _delete_message(self: Any, receipt_handle: str) -> None:

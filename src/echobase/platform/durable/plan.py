@@ -207,7 +207,13 @@ class DurablePlan:
             return Program(service.name, command, log_file=log, stopsignal="QUIT")
         if role == "prometheus":
             command = prometheus.server_command(self.prometheus)
-            return Program(service.name, command, log_file=log, stopwaitsecs=60)
+            return Program(
+                service.name,
+                command,
+                log_file=log,
+                environment=prometheus.RUNTIME_ENV,
+                stopwaitsecs=60,
+            )
         if role == "mcp":
             # The platform's own interpreter: the durable layer outlives every release.
             command = [python_executable(), "-m", "echobase.app.mcp"]

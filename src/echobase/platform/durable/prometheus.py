@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from echobase.platform.monitoring.console import TEMPLATE_NAME
 from echobase.platform.monitoring.settings import MonitoringSettings, duration
@@ -135,6 +136,12 @@ def self_target(spec: PrometheusSpec) -> ScrapeTarget:
         f"{ROUTE_PREFIX}/metrics",
         {"env": spec.env, "layer": "durable", "service": "prometheus"},
     )
+
+
+# Go collects garbage when the heap has grown by GOGC % since the last collection: 100 by
+# default, so the process holds up to twice what it uses. Half that suits a few hundred
+# series scraped every 15 s (issue 19's 1 GiB for every service; measured in bench/memory.py).
+RUNTIME_ENV: Mapping[str, str] = MappingProxyType({"GOGC": "50"})
 
 
 def server_command(spec: PrometheusSpec) -> list[str]:
