@@ -141,6 +141,42 @@ def test_a_clients_own_correlation_id_finds_its_trace(
     assert TRACE_ID.fullmatch(found["traceId"])
 
 
+LOGIN = "POST /api/v1/auth/login"
+MCP_SEND = "MCP send tools/call getRecommendedProducts"  # the gateway's client span
+MCP_SERVE = "tools/call getRecommendedProducts"  # the MCP service's server span
+
+
+def test_a_sign_ins_trace_reaches_the_recommendations_service(bg: BlueGreenSystem) -> None:
+    """The gateway asks the durable MCP service for recommendations in the login's trace:
+    its client span, and the service's own span continued from the call's ``_meta``."""
+    lb_url = bg.system.plan("devlocal").lb_url
+    username = f"m_{uuid.uuid4().hex[:10]}"
+    with lb_client(bg, timeout=15, headers={"Origin": lb_url}) as client:
+        sign_up(client, username, "Trace Reader")
+        found: dict[str, Any] = {}
+        # A login asks the service only once the gateway's session to it is open.
+        for _attempt in range(3):
+            answer = client.post(
+                "/api/v1/auth/login", json={"username": username, "password": "Passw0rdX"}
+            )
+            assert answer.status_code == 200, answer.text
+            try:
+                found = stored_trace(bg, answer.headers["x-correlation-id"], {LOGIN, MCP_SERVE})
+                break
+            except AssertionError:
+                continue
+    assert found, "no login's trace reached the MCP service"
+    spans = {span["name"]: span for span in found["spans"]}
+    by_id = {span["spanId"]: span for span in found["spans"]}
+    send, serve = spans[MCP_SEND], spans[MCP_SERVE]
+    assert by_id[send["parentSpanId"]] is spans[LOGIN] and send["kind"] == "client"
+    assert send["service"] == "api-gateway" and send["attributes"]["mcp.method.name"] == (
+        "tools/call"
+    )
+    assert by_id[serve["parentSpanId"]] is send
+    assert serve["service"] == "mcp" and serve["kind"] == "server"
+
+
 def colour_queues(bg: BlueGreenSystem) -> tuple[Any, QueueUrls]:
     """An SQS client of the live colour's queue server, and its queues."""
     bluegreen = BlueGreen(bg.system.stack, "devlocal")

@@ -23,10 +23,12 @@ from typing import Any
 import aiohttp
 import structlog
 from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 from starlette.concurrency import run_in_threadpool
 
 from echobase.app.core.config import GatewaySettings
 from echobase.app.core.secrets import fetch_secret, secrets_client
+from echobase.app.core.telemetry import tracer
 from echobase.app.mcp.contract import (
     MCP_PROTOCOL_VERSION,
     RECOMMENDED_PRODUCTS_TOOL,
@@ -94,10 +96,23 @@ class McpSession:
         self, method: str, params: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, str]]:
         request_id = next(self._ids)
-        answer, headers = await self._post(
-            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params},
-            request_id,
-        )
+        target = params.get("name")
+        # The span and the context in ``_meta`` are what the SDK's client sends (SEP-414):
+        # the service's SDK continues the caller's trace from ``_meta``.
+        with tracer().start_as_current_span(
+            f"MCP send {method}{f' {target}' if isinstance(target, str) else ''}",
+            kind=SpanKind.CLIENT,
+            attributes={"mcp.method.name": method, "jsonrpc.request.id": str(request_id)},
+        ):
+            meta: dict[str, str] = {}
+            propagate.inject(meta)
+            message = {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "method": method,
+                "params": {**params, "_meta": meta} if meta else params,
+            }
+            answer, headers = await self._post(message, request_id)
         if not isinstance(answer, dict):
             raise McpError(f"no answer to {method}")
         if "error" in answer:
@@ -111,9 +126,7 @@ class McpSession:
     async def _post(
         self, message: dict[str, Any], request_id: int | None = None
     ) -> tuple[Any, dict[str, str]]:
-        headers = dict(self._headers)
-        propagate.inject(headers)  # the service's spans join the login's trace
-        async with self._http.post(self._url, json=message, headers=headers) as response:
+        async with self._http.post(self._url, json=message, headers=self._headers) as response:
             if response.status >= 400:
                 raise McpError(f"HTTP {response.status} from the service")
             if request_id is None:
