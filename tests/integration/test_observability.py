@@ -148,7 +148,8 @@ MCP_SERVE = "tools/call getRecommendedProducts"  # the MCP service's server span
 
 def test_a_sign_ins_trace_reaches_the_recommendations_service(bg: BlueGreenSystem) -> None:
     """The gateway asks the durable MCP service for recommendations in the login's trace:
-    its client span, and the service's own span continued from the call's ``_meta``."""
+    its client span, and the service's own span continued from the call's ``_meta``; the
+    gateway's SQL statements are spans of it too (never with their parameters)."""
     lb_url = bg.system.plan("devlocal").lb_url
     username = f"m_{uuid.uuid4().hex[:10]}"
     with lb_client(bg, timeout=15, headers={"Origin": lb_url}) as client:
@@ -175,6 +176,16 @@ def test_a_sign_ins_trace_reaches_the_recommendations_service(bg: BlueGreenSyste
     )
     assert by_id[serve["parentSpanId"]] is send
     assert serve["service"] == "mcp" and serve["kind"] == "server"
+    # The gateway's own statements (the user's row) are spans of the login too.
+    statements = [
+        span
+        for span in found["spans"]
+        if span["service"] == "api-gateway"
+        and span["attributes"].get("db.system.name") == "mariadb"
+    ]
+    assert statements, sorted((s["service"], s["name"]) for s in found["spans"])
+    assert all(by_id[s["parentSpanId"]] is spans[LOGIN] for s in statements), statements
+    assert all("Passw0rdX" not in json.dumps(s) for s in found["spans"])
 
 
 def colour_queues(bg: BlueGreenSystem) -> tuple[Any, QueueUrls]:
