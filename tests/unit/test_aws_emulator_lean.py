@@ -42,8 +42,7 @@ QUEUE_SERVER = (
     """
 def make_app():
     aws_emulator.patch_sqs()
-    aws_emulator.defer_iam()
-    aws_emulator.keep_emulated_endpoints()
+    aws_emulator.keep_moto_lean()
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     return DomainDispatcherApplication(create_backend_app)
 """
@@ -80,8 +79,7 @@ from pathlib import Path
 from echobase.platform.durable import secrets_store
 
 def make_app():
-    aws_emulator.defer_iam()  # as secrets_store.main does
-    aws_emulator.keep_emulated_endpoints()
+    aws_emulator.keep_moto_lean()  # as secrets_store.main does
     return secrets_store.open_store(Path(tempfile.mkdtemp()))
 """
     + SERVE
@@ -132,7 +130,7 @@ def test_the_two_iam_answers_are_what_moto_gives_without_iam_keys() -> None:
     probe = """
 import json, sys
 from echobase.platform import aws_emulator
-aws_emulator.defer_iam()
+aws_emulator.keep_moto_lean()
 stand_in = sys.modules["moto.iam.models"]
 answers = [stand_in.get_account_id_from("AKIAEXAMPLE"),
            stand_in.mark_account_as_visited("123456789012", "AKIAEXAMPLE", "sqs", "us-east-1")]

@@ -19,10 +19,10 @@ DeleteMessage finds its message through an index of receipt handles and removes 
 under the lock that SendMessage already takes.
 
 Two things moto loads are kept small, for the memory of the system's three emulator
-processes: IAM is loaded only when something needs it (see ``defer_iam``; moto imports its
-IAM models on every request to note the caller's access key, 8 MiB), and botocore's endpoint
-data, which moto reads for the regions of a service, keeps the emulated services only
-(see ``keep_emulated_endpoints``, 6.7 MiB).
+processes (``keep_moto_lean``): IAM is loaded only when something needs it (moto imports
+its IAM models on every request to note the caller's access key, 8 MiB), and botocore's
+endpoint data, which moto reads for the regions of a service, keeps the emulated services
+only (6.7 MiB as objects).
 
 It also keeps HTTP connections alive between requests (see ``keep_alive_handler``), and
 answers ``GET /metrics`` with the queues' depths for Prometheus (see ``queue_metrics``).
@@ -190,8 +190,7 @@ _AUTH_CHECKS = (
     "_authenticate_and_authorize_normal_action",
     "_authenticate_and_authorize_s3_action",
 )
-# What defer_iam and keep_emulated_endpoints rely on (checked alone where only they apply:
-# the secrets store).
+# What keep_moto_lean relies on (checked alone where only it applies: the secrets store).
 _LEAN_SHAPE: tuple[tuple[str, str, str], ...] = (
     ("moto.core.authorization", "ActionAuthenticatorMixin.request_count", "int"),
     *(
@@ -384,21 +383,29 @@ def _unless_auth_is_off(check: Callable[..., Any]) -> Callable[..., Any]:
 EMULATED_SERVICES = ("sqs", "secretsmanager", "kms")
 
 
-def keep_emulated_endpoints() -> None:
+def keep_moto_lean() -> None:
+    """Keep out of moto what an emulator never uses: IAM until something needs it, and the
+    endpoint data of the services it does not emulate. Call before the first request (a
+    journal's replay included); calling again changes nothing. Raises MotoIncompatible
+    before touching anything if moto's internals are not the expected ones."""
+    check_moto(shape=_LEAN_SHAPE)
+    _defer_iam()
+    _keep_emulated_endpoints()
+
+
+def _keep_emulated_endpoints() -> None:
     """moto reads a service's regions from botocore's endpoint data through one session of
-    its own, which keeps all of that data: keep the emulated services' part only. Call
-    before the first request."""
+    its own, which keeps all of that data: keep the emulated services' part only."""
     from moto.core.base_backend import AccountSpecificBackend
 
     from echobase.aws_endpoints import EndpointsOf
 
-    check_moto(shape=_LEAN_SHAPE)
     botocore_session = AccountSpecificBackend.get_session()._session
     if not isinstance(botocore_session.get_component("data_loader"), EndpointsOf):
         botocore_session.register_component("data_loader", EndpointsOf(EMULATED_SERVICES))
 
 
-def defer_iam() -> None:
+def _defer_iam() -> None:
     """Load moto's IAM models on the first use that needs them, not on every request.
 
     Every request calls ``mark_account_as_visited`` (stamps "last used" on the caller's
@@ -406,14 +413,13 @@ def defer_iam() -> None:
     is not loaded no IAM key exists, so the answers are known: nothing to stamp, and
     moto's default account. A stand-in module gives those two answers; any other name
     asked of it (IAM's API, a permission check, a reset) loads the real models, which
-    answer from then on. Call before the first request; calling again changes nothing."""
+    answer from then on."""
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.core.authorization import ActionAuthenticatorMixin
 
     mixin: Any = ActionAuthenticatorMixin
     if getattr(mixin, "_echobase_patched", False) or _IAM_MODELS in sys.modules:
         return
-    check_moto(shape=_LEAN_SHAPE)
     for name in _AUTH_CHECKS:
         setattr(mixin, name, _unless_auth_is_off(getattr(mixin, name)))
     mixin._echobase_patched = True
@@ -535,8 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         patch_sqs()
-        defer_iam()
-        keep_emulated_endpoints()
+        keep_moto_lean()
     except MotoIncompatible as exc:
         sys.exit(f"aws_emulator: {exc}")
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app

@@ -75,10 +75,9 @@ def render_config(server: MariaDBServer) -> str:
         "skip-name-resolve",
         "character-set-server = utf8mb4",
         "collation-server = utf8mb4_unicode_ci",
-        # The pool fills with the pages that orders touch and never gives them back: 128M
-        # grew MariaDB from 65 to 92 MiB over 50,000 orders, on its way to ~190. 32M holds
-        # every index an insert or the 30-day ranking reads for some 100,000 orders; past
-        # that, pages come back from the OS's cache, not from the disk.
+        # The pool fills with the pages that orders touch and never gives them back: with
+        # 128M, MariaDB grew from 65 to 92 MiB over 50,000 orders with most of the pool
+        # still to fill; with 32M it is full at 93 MiB and stays there (bench/memory.py).
         "innodb_buffer_pool_size = 32M",
         "innodb_log_file_size = 64M",
         # Buffers MariaDB touches whole at startup, sized for what echobase runs (issue 19's

@@ -139,8 +139,8 @@ def self_target(spec: PrometheusSpec) -> ScrapeTarget:
 
 
 # Go collects garbage when the heap has grown by GOGC % since the last collection: 100 by
-# default, so the process holds up to twice what it uses. Half that suits a few hundred
-# series scraped every 15 s (issue 19's 1 GiB for every service; measured in bench/memory.py).
+# default, so the process holds up to twice what it uses. At 50: 54 MiB after
+# bench/memory.py's load, against 57-59 at 100 (issue 19's 1 GiB for every service).
 RUNTIME_ENV: Mapping[str, str] = MappingProxyType({"GOGC": "50"})
 
 

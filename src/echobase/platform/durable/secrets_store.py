@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from echobase.platform.aws_emulator import MotoIncompatible, defer_iam, keep_emulated_endpoints
+from echobase.platform.aws_emulator import MotoIncompatible, keep_moto_lean
 from echobase.platform.runtime.journal import Journal, JournalError
 
 Environ = dict[str, Any]
@@ -248,8 +248,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         # Before the journal's replay: its requests are the first moto sees.
-        defer_iam()
-        keep_emulated_endpoints()
+        keep_moto_lean()
         app = open_store(args.state_dir)
     except (JournalError, OSError, MotoIncompatible) as exc:
         sys.exit(f"secrets store: {exc}")
