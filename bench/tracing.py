@@ -23,6 +23,9 @@ Prints:
 2. memory: resident memory of every service of the durable layer and both colours (process
    trees, gateway workers included) after the load, and their sum (target < 1 GiB).
 
+``--control`` leaves blue untraced as well: an A/A run, whose ratio is what the two colours
+differ by when tracing is not the difference (the bench's own noise and bias).
+
 Needs wrk. On a shared 2-core box the figures move with the neighbours: compare the modes
 within one run, and run it more than once.
 """
@@ -106,9 +109,29 @@ def intake_round(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     intake_arguments(parser)
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="an A/A run: blue untraced too, so 'traced / untraced' shows what the colours"
+        " differ by without tracing (the bench's own noise)",
+    )
+    parser.add_argument(
+        "--sample-ratio",
+        type=float,
+        help="the traced colour keeps this share of new traces beyond its reservoir"
+        " (1.0: every trace) instead of the default sampling",
+    )
     args = parser.parse_args()
 
-    system = System.create({**BENCH_SERVICE_SETTINGS, "ECHOBASE_LOG_LEVEL": "info"})
+    services = {**BENCH_SERVICE_SETTINGS, "ECHOBASE_LOG_LEVEL": "info"}
+    if args.sample_ratio is not None:
+        services["ECHOBASE_TRACE_SAMPLE_RATIO"] = str(args.sample_ratio)
+    sampling = (
+        "default sampling"
+        if args.sample_ratio is None
+        else f"sample ratio {args.sample_ratio} beyond the reservoir"
+    )
+    system = System.create(services)
     try:
         release, bluegreen, plans = deploy_both_colours(system, args.ref)
         green = plans["green"]
@@ -117,6 +140,9 @@ def main() -> None:
         sdk_off = {role: {"OTEL_SDK_DISABLED": "true"} for role in TRACED_ROLES}
         rerun_with_env(supervisor, green, sdk_off)
         wait_healthy(bluegreen, "green")
+        if args.control:
+            rerun_with_env(supervisor, plans["blue"], sdk_off)
+            wait_healthy(bluegreen, "blue")
         gateway = pid_of(supervisor, green.service("api-gateway").name)
         environ = Path(f"/proc/{gateway}/environ").read_bytes()
         assert b"OTEL_SDK_DISABLED=true" in environ, "green's gateway still traces"
@@ -124,7 +150,8 @@ def main() -> None:
         verify = ssl.create_default_context(cafile=str(lb.load_balancer(None).cert_file))
         print(
             f"system in {system.home}: release {release.id} ({args.ref or 'working tree'});"
-            f" blue traced (default sampling), green with OTEL_SDK_DISABLED=true;"
+            f" blue {'ALSO UNTRACED (--control)' if args.control else f'traced ({sampling})'},"
+            f" green with OTEL_SDK_DISABLED=true;"
             f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
         )
 

@@ -25,7 +25,6 @@ from tests_support import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
-TESTS = Path(__file__).resolve().parent.parent
 OPENMETRICS = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"}
 PRODUCTS = "/api/v1/products"
 DURATION = "echobase_http_request_duration_seconds"
@@ -68,7 +67,8 @@ def per_worker_counts(directory: Path, route: str) -> dict[int, float]:
 
 @pytest.fixture
 def traced_gateway(backing, tmp_path):
-    """The real gateway, two workers, multiprocess mode, a span per request."""
+    """The real gateway, two workers, multiprocess mode. Its server span follows the caller's
+    sampled flag: a traceparent ending -01 makes a sampled span, -00 an unsampled one."""
     metrics_dir = tmp_path / "prometheus-multiproc"
     metrics_dir.mkdir()
     name = f"gw-metrics-{uuid.uuid4().hex[:8]}"
@@ -79,10 +79,9 @@ def traced_gateway(backing, tmp_path):
         ECHOBASE_WORKERS="2",
         ECHOBASE_RATE_LIMIT_MAX="1000000",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-        PYTHONPATH=os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p),
     )
     url = f"http://127.0.0.1:{port}"
-    backing.stack.start_service(name, "traced_gateway", env, url + "/health")
+    backing.stack.start_service(name, "echobase.app.gateway", env, url + "/health")
     master = backing.stack.processes[name]
     try:
         yield url, metrics_dir, master.pid

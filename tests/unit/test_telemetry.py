@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind
 from echobase.app.core.telemetry import (
     OtlpJsonFiles,
     RequestRoots,
+    Reservoir,
     context_from_attributes,
     inject_into_attributes,
     otlp_json,
@@ -96,6 +97,41 @@ def test_a_trace_begins_at_a_request_or_a_message_not_at_a_lone_query() -> None:
     tracing, memory = provider(never)
     with tracing.get_tracer("t").start_as_current_span("GET /", kind=SpanKind.SERVER) as root:
         assert not root.is_recording() and root.get_span_context().is_valid  # an id, no span
+
+
+def test_the_first_requests_of_each_second_are_kept_then_a_share_of_the_rest() -> None:
+    now = [100.0]
+    roots = ParentBased(RequestRoots(0.0, Reservoir(3, clock=lambda: now[0])))
+    tracing, memory = provider(roots)
+    tracer = tracing.get_tracer("t")
+
+    def requests(count: int) -> list[bool]:
+        kept = []
+        for _ in range(count):
+            with tracer.start_as_current_span("GET /", kind=SpanKind.SERVER) as root:
+                with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as child:
+                    assert child.is_recording() == root.is_recording()  # whole traces
+                kept.append(root.is_recording())
+        return kept
+
+    assert requests(5) == [True, True, True, False, False]
+    now[0] = 100.9  # the same second
+    assert requests(1) == [False]
+    now[0] = 101.0  # a new one: the reservoir is full again
+    assert requests(4) == [True, True, True, False]
+    assert len(memory.get_finished_spans()) == 6 * 2
+    # A caller's decision wins over the reservoir, both ways.
+    caller = trace.NonRecordingSpan(
+        trace.SpanContext(1, 2, is_remote=True, trace_flags=trace.TraceFlags(0x01))
+    )
+    with tracer.start_as_current_span(
+        "GET /", context=trace.set_span_in_context(caller), kind=SpanKind.SERVER
+    ) as followed:
+        assert followed.is_recording()
+    # Beyond the reservoir, the ratio: all of the rest at 1.0.
+    tracing, _ = provider(ParentBased(RequestRoots(1.0, Reservoir(1, clock=lambda: 5.0))))
+    spans = [tracing.get_tracer("t").start_span("GET /", kind=SpanKind.SERVER) for _ in range(4)]
+    assert all(span.is_recording() for span in spans)
 
 
 def test_trace_context_travels_in_message_attributes() -> None:

@@ -57,8 +57,11 @@ class ServiceSettings(BaseSettings):
     environment: str = "devlocal"
     # Where spans are kept when no OTLP endpoint is set (see core.telemetry); None: nowhere.
     traces_dir: Path | None = None
-    # Head sampling: the share of new traces kept (a sampled caller's are always kept).
-    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # Head sampling of new traces, per process: every one up to the reservoir in each
+    # second, then this share of the rest (a sampled caller's are always kept). Why these
+    # defaults: README, "Sampling".
+    trace_reservoir_per_second: int = Field(default=20, ge=0)
+    trace_sample_ratio: float = Field(default=0.1, ge=0, le=1)
     trace_file_bytes: int = Field(default=16 * 2**20, ge=2**16)
     trace_store_bytes: int = Field(default=256 * 2**20, ge=2**20)
 

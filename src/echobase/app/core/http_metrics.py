@@ -58,6 +58,19 @@ def route_template(scope: Scope) -> str:
     return UNMATCHED
 
 
+class SentStatus:
+    """An ASGI send that notes the status of the answer it passes on (None until sent)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self.send(message)
+
+
 def method_label(method: str) -> str:
     return method if method in METHODS else OTHER_METHOD
 
@@ -86,18 +99,12 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status: int | None = None
-
-        async def send_recording(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        sent = SentStatus(send)
         try:
-            await self.app(scope, receive, send_recording)
+            await self.app(scope, receive, sent)
         finally:
             # Nothing sent (an exception, or an app returning without an answer): the server
             # answers 500 itself.
             seconds = time.perf_counter() - started
-            observe(route_template(scope), method_label(scope["method"]), status or 500, seconds)
+            status = sent.status or 500
+            observe(route_template(scope), method_label(scope["method"]), status, seconds)

@@ -17,7 +17,8 @@ import base64
 import json
 import os
 import threading
-from collections.abc import Mapping, MutableMapping, Sequence
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
 
 TRACER_NAME = "echobase"
 # FastAPI's own telemetry (0.165+) would add spans for every dependency, endpoint and
-# serialisation step, and metrics of its own: the instrumentation's server span and our
+# serialisation step, and metrics of its own: the server span (core/http_tracing) and our
 # spans are what a reader of a trace needs, at a fraction of the cost.
 FASTAPI_TELEMETRY_OFF = {
     "tracing": False,
@@ -55,8 +56,14 @@ FASTAPI_TELEMETRY_OFF = {
 }
 
 
+# One tracer for the process: get_tracer builds a new scope (and a warnings filter) on every
+# call, ~17 us, once per span otherwise. Until configure_tracing sets the provider this is
+# the API's proxy, which then hands every span to the provider's own tracer.
+_TRACER = trace.get_tracer(TRACER_NAME)
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    return _TRACER
 
 
 def _exports_to_collector() -> bool:
@@ -82,7 +89,11 @@ def configure_tracing(service: str, settings: ServiceSettings) -> TracerProvider
     sampler = (
         None
         if os.environ.get("OTEL_TRACES_SAMPLER")
-        else ParentBased(RequestRoots(settings.trace_sample_ratio))
+        else ParentBased(
+            RequestRoots(
+                settings.trace_sample_ratio, Reservoir(settings.trace_reservoir_per_second)
+            )
+        )
     )
     provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
     exporter: SpanExporter | None = None
@@ -106,15 +117,40 @@ def configure_tracing(service: str, settings: ServiceSettings) -> TracerProvider
     return provider
 
 
+class Reservoir:
+    """Up to ``per_second`` takes in each second of ``clock``: the first requests of every
+    second are always traced, however busy the process."""
+
+    def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second, self._clock = per_second, clock
+        self._second, self._taken = -1, 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        if self.per_second <= 0:
+            return False
+        second = int(self._clock())
+        with self._lock:
+            if second != self._second:
+                self._second, self._taken = second, 0
+            if self._taken >= self.per_second:
+                return False
+            self._taken += 1
+            return True
+
+
 class RequestRoots(Sampler):
-    """A trace begins where work begins: a request served, a message sent or consumed, kept
-    at ``ratio``. A database call or HTTP call outside any such work (a health probe's ping,
-    the catalogue's refresh) would otherwise be a one-span trace of its own, every time."""
+    """A trace begins where work begins: a request served, a message sent or consumed. Of
+    those, the first ``reservoir`` of each second are kept, then ``ratio`` of the rest (AWS
+    X-Ray's default rule has this shape: a reservoir, then a fixed rate). A database call
+    or HTTP call outside any such work (a health probe's ping, the catalogue's refresh)
+    would otherwise be a one-span trace of its own, every time."""
 
     _STARTS = frozenset({SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.PRODUCER})
 
-    def __init__(self, ratio: float) -> None:
+    def __init__(self, ratio: float, reservoir: Reservoir | None = None) -> None:
         self._ratio = TraceIdRatioBased(ratio)
+        self._reservoir = reservoir or Reservoir(0)
 
     def should_sample(
         self,
@@ -128,12 +164,16 @@ class RequestRoots(Sampler):
     ) -> SamplingResult:
         if kind not in self._STARTS:
             return SamplingResult(Decision.DROP, None, trace_state)
+        if self._reservoir.take():
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, None, trace_state)
         return self._ratio.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
     def get_description(self) -> str:
-        return f"RequestRoots{{{self._ratio.get_description()}}}"
+        return (
+            f"RequestRoots{{{self._reservoir.per_second}/s, then {self._ratio.get_description()}}}"
+        )
 
 
 # --- the local trace store ------------------------------------------------------------------

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.middleware.cors import CORSMiddleware
 
 from echobase import __version__
 from echobase.app.core import metrics
 from echobase.app.core.config import GatewaySettings, gateway_settings
 from echobase.app.core.http_metrics import HttpMetricsMiddleware
+from echobase.app.core.http_tracing import ServerSpanMiddleware
 from echobase.app.core.logging import configure_logging
 from echobase.app.core.serve import follow_server_process
 from echobase.app.core.telemetry import FASTAPI_TELEMETRY_OFF, configure_tracing
@@ -77,14 +77,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     # Outside the edge: its refusals and its last-resort 500 are counted as answered.
     app.add_middleware(HttpMetricsMiddleware)
-    # Outermost of all (it wraps the whole middleware stack): the request's span is current
-    # when the edge picks the answer's X-Correlation-ID, which is the trace id, and when the
-    # metrics take it as an exemplar. Health probes and scrapes are not traced. No spans for
-    # each ASGI receive/send message.
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=tracing,
-        excluded_urls="/health,/metrics",
-        exclude_spans=["receive", "send"],
-    )
+    # Outermost: the request's span is current when the edge picks the answer's
+    # X-Correlation-ID, which is the trace id, and when the metrics take it as an exemplar.
+    # Health probes and scrapes are not traced.
+    app.add_middleware(ServerSpanMiddleware, excluded_paths=(health.PATH, metrics.METRICS_PATH))
     return app

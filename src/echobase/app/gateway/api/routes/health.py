@@ -10,9 +10,10 @@ from echobase.app.gateway.api.deps import Context
 from echobase.app.messages import utc_now_iso
 
 router = APIRouter(tags=["health"])
+PATH = "/health"
 
 
-@router.get("/health")
+@router.get(PATH)
 async def health(ctx: Context) -> JSONResponse:
     checks = await ctx.health.checks()
     healthy = all(c["status"] == "healthy" for c in checks.values())
