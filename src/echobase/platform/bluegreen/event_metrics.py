@@ -16,13 +16,12 @@ What counts, by the colour traffic went TO and the release that colour ran:
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from echobase.platform.bluegreen import history
-from echobase.platform.runtime.files import write_private
+from echobase.platform.runtime.files import replace_private
 
 UNKNOWN = "unknown"
 NO_COLOUR = "none"
@@ -80,6 +79,4 @@ def render(events: Iterable[history.Event]) -> str:
 def publish(history_dir: Path, path: Path) -> None:
     """Rewrite the counters file from the history, atomically (nginx never reads half)."""
     text = render(history.read(history_dir, limit=None))
-    partial = path.with_name(f".{path.name}.{os.getpid()}")  # each writer its own
-    write_private(partial, text)
-    os.replace(partial, path)
+    replace_private(path, text)

@@ -9,7 +9,6 @@ change up by itself; no reload, no restart. The rules and the console dashboard 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from types import MappingProxyType
 
 from echobase.platform.monitoring.console import TEMPLATE_NAME
 from echobase.platform.monitoring.settings import MonitoringSettings, duration
-from echobase.platform.runtime.files import write_private
+from echobase.platform.runtime.files import replace_private
 
 ROUTE_PREFIX = "/prometheus"
 # Exemplars (the trace_id the gateway and processor attach to their histograms) are kept
@@ -178,9 +177,7 @@ def write_targets(spec: PrometheusSpec, owner: str, targets: Sequence[ScrapeTarg
     text = render_targets(targets)
     if path.is_file() and path.read_text() == text:
         return
-    scratch = path.with_suffix(".json.tmp")
-    write_private(scratch, text)
-    os.replace(scratch, path)
+    replace_private(path, text)
 
 
 def remove_targets(spec: PrometheusSpec, owner: str) -> None:

@@ -45,6 +45,22 @@ def write_private_if_changed(path: Path, content: str) -> bool:
     return True
 
 
+def replace_private(path: Path, content: str, durable: bool = False) -> None:
+    """Replace ``path`` whole with a private file: a reader sees the old content or the new,
+    never half of either. ``durable``: fsynced, file and directory, before returning (what a
+    power cut must keep). Each writer has its own scratch file, so writers never share one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    write_private(partial, content)
+    try:
+        if durable:
+            fsync_path(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    if durable:
+        fsync_path(path.parent)
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file's data, or a directory's entries, to the disk: what a power cut keeps."""
     fd = os.open(path, os.O_RDONLY)
