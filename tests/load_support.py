@@ -1,20 +1,25 @@
-"""Logged-in users ordering through the load balancer, the way a browser would: shared by the
-zero-downtime test and the chaos suite.
+"""Clients of the load balancer: logged-in users ordering the way a browser would (shared by
+the zero-downtime test and the chaos suite), and plain clients that never resend.
 
-What the client does on a reload, and why "zero connection errors" still means something:
-a switch is an nginx reload (SIGHUP). The old workers finish the requests they have read but
-close their *idle* keep-alive connections at once, without reading them; a request written
-on such a connection at that instant is never read by nginx. Browsers resend a request that
-fails that way on a reused connection, whatever its method, and so does this client, once,
-and only then (see ``never_read_by_nginx``). Every other failure is recorded as it happened.
+A switch reloads nothing (nginx reads the routing state per request), but nginx still
+reloads for a real config change and the chaos suite kills it. A reload's old workers close
+their *idle* keep-alive connections at once, without reading them; a request written on such
+a connection at that instant is never read by nginx. Browsers resend a request that fails
+that way on a reused connection, whatever its method, and so does ``LoadUser``, once, and
+only then (see ``never_read_by_nginx``), counting it. Every other failure is recorded as it
+happened. ``NeverResending`` is the client an SDK or another service is: any failure is final.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import ssl
 import threading
 import time
+import urllib.parse
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
@@ -145,3 +150,54 @@ def never_read_by_nginx(exc: httpx.TransportError, events: list[str]) -> str | N
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class NeverResending:
+    """One request after another on one kept-alive connection (Python's http.client, what
+    many SDKs and service-to-service clients speak), never resent: a failure is counted and
+    the next request opens a new connection. ``fresh``: a new connection for every request.
+    Stops by itself at ``deadline``."""
+
+    url: str
+    verify: ssl.SSLContext
+    method: str
+    path: str
+    stop: threading.Event
+    deadline: float
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    fresh: bool = False
+    answered: Counter[str] = field(default_factory=Counter)  # X-Served-By of each 2xx
+    failed: Counter[str] = field(default_factory=Counter)  # exception or status -> count
+    order_uids: list[str] = field(default_factory=list)
+
+    def run(self) -> None:
+        host = urllib.parse.urlsplit(self.url)
+        connection: http.client.HTTPSConnection | None = None
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            if connection is None:
+                connection = http.client.HTTPSConnection(
+                    host.hostname or "127.0.0.1", host.port, timeout=15, context=self.verify
+                )
+            headers = {**self.headers, "Connection": "close"} if self.fresh else self.headers
+            try:
+                connection.request(self.method, self.path, self.body, headers)
+                response = connection.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.failed[type(exc).__name__] += 1
+                connection.close()
+                connection = None
+                continue
+            if 200 <= response.status < 300:
+                self.answered[response.getheader("X-Served-By") or "?"] += 1
+                if self.method == "POST":
+                    self.order_uids.append(str(json.loads(data)["order"]["orderId"]))
+            else:
+                self.failed[f"HTTP {response.status}"] += 1
+            if self.fresh:
+                connection.close()
+                connection = None
+        if connection is not None:
+            connection.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from echobase.platform.durable import routing
 from echobase.platform.durable.nginx import (
     CONTENT_SECURITY_POLICY,
     GATEWAY_ROUTES,
@@ -14,8 +15,8 @@ from echobase.platform.durable.nginx import (
     active_env_body,
     check_command,
     htpasswd_line,
+    legacy_active,
     parse_active_env,
-    read_active,
     render_config,
     server_command,
 )
@@ -42,26 +43,47 @@ def make_spec(active: str | None = None, **changes: object) -> LoadBalancerSpec:
 
 
 @pytest.mark.parametrize("active", ["blue", "green", None])
-def test_render_and_read_active_round_trip(active: str | None) -> None:
-    config = render_config(make_spec(active))
-    assert read_active(config) == active
+def test_routing_state_and_active_env_round_trip(active: str | None) -> None:
+    assert routing.parse_state(routing.state_text(active)) == active
     assert parse_active_env(active_env_body(active)) == active
     assert active_env_body(active) == f"{active or 'none'}\n"
 
 
-def test_the_live_colour_is_written_once_and_everything_reads_it() -> None:
-    config = render_config(make_spec("green"))
-    assert config.count('set $echobase_live "green";') == 1
-    assert "proxy_pass http://echobase_$echobase_live;" in config
-    assert 'return 200 "$echobase_live\\n";' in config
+def test_the_config_names_no_colour_and_everything_reads_the_per_request_variable() -> None:
+    blue, green = render_config(make_spec("blue")), render_config(make_spec("green"))
+    assert blue == green  # a switch changes no config, so it never needs a reload
+    assert not re.search(r"^\s*set \$echobase_live", blue, re.MULTILINE)
+    assert blue.count("js_set $echobase_live echobase_routing.live;") == 1
+    assert blue.startswith("# echobase") and "\nload_module " in blue.split("events {")[0]
+    assert "proxy_pass http://echobase_$echobase_live;" in blue
+    assert 'return 200 "$echobase_live\\n";' in blue
 
 
 def test_no_live_colour_answers_503_json_without_proxying() -> None:
     config = render_config(make_spec(None))
-    assert 'set $echobase_live "none";' in config
-    assert "echobase_$echobase_live" not in config
+    production = config[config.index("ssl_certificate ") :]
+    guards = production.count("if ($echobase_live = none) {\n")
+    # Every production route of the colour (API, app, index, assets), none of the others.
+    assert guards == 4
+    assert production.count("rewrite ^ /.no-colour-live last;") == 4
     assert 'return 503 \'{"error":"no colour is live"}\\n\';' in config
     assert 'add_header X-Served-By "none" always;' in config
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{}",
+        '{"live": "purple"}',
+        '{"live": null}',
+        '["blue"]',
+        '{"live": "blue"',
+    ],
+)
+def test_a_routing_state_that_names_no_colour_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        routing.parse_state(text)
 
 
 @pytest.mark.parametrize(
@@ -71,19 +93,21 @@ def test_no_live_colour_answers_503_json_without_proxying() -> None:
         "http { }",
         '# set $echobase_live "blue";\n',
         'set $echobase_live "blue";\nset $echobase_live "green";\n',
-        'set $echobase_live "blue";\nset $echobase_live "blue";\n',
+        'set $echobase_live "purple";\n',
     ],
 )
-def test_read_active_rejects_missing_or_ambiguous(text: str) -> None:
+def test_an_earlier_versions_config_gives_its_colour_or_nothing(text: str) -> None:
     with pytest.raises(ValueError):
-        read_active(text)
+        legacy_active(text)
+    assert legacy_active('    set $echobase_live "green";\n') == "green"
+    assert legacy_active('    set $echobase_live "none";\n') is None
 
 
-def test_read_active_rejects_an_unknown_colour_and_double_renders() -> None:
-    with pytest.raises(ValueError):
-        read_active('set $echobase_live "purple";\n')
-    with pytest.raises(ValueError):
-        read_active(render_config(make_spec("blue")) + render_config(make_spec("green")))
+def test_the_routing_script_reads_the_state_then_the_last_good_copy() -> None:
+    script = routing.render_script(make_spec("blue").routing)
+    assert f'const STATE = "{HOME}/routing.json";' in script
+    assert f'const LAST_GOOD = "{HOME}/routing.last-good.json";' in script
+    assert "export default { live };" in script
 
 
 def test_direct_ports_upstreams_and_prometheus_are_present() -> None:
@@ -148,7 +172,6 @@ def test_render_is_deterministic() -> None:
     )
     assert render_config(make_spec("green")) == render_config(make_spec("green"))
     assert render_config(reordered) == render_config(make_spec("green"))
-    assert render_config(make_spec("green")) != render_config(make_spec("blue"))
 
 
 @pytest.mark.parametrize(

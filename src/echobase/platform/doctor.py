@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from echobase.platform.durable.nginx import NJS_MODULE
 from echobase.platform.frontend import WEB_DIR
 from echobase.platform.release import RELEASES_DIR
 from echobase.platform.stack import ENVIRONMENTS, Stack
@@ -57,6 +58,17 @@ def check_binaries() -> list[Check]:
             if found
             else Check(f"binary {name}", "fail", "not found", fix)
         )
+    # The load balancer reads the live colour per request through it.
+    checks.append(
+        Check("nginx module njs", "ok", str(NJS_MODULE))
+        if NJS_MODULE.is_file()
+        else Check(
+            "nginx module njs",
+            "fail",
+            f"{NJS_MODULE} not found",
+            "apt-get install libnginx-mod-http-js (or: bash scripts/install)",
+        )
+    )
     return checks
 
 

@@ -134,37 +134,19 @@ class BlueGreen:
     # --- switch -------------------------------------------------------------------------
 
     def _point_nginx(self, colour: str | None) -> float:
-        """Render, check, swap, reload, and wait until nginx says so and no worker with the
-        old config takes a new connection any more. Returns seconds."""
+        """Write the routing state nginx reads per request, and wait until it answers so.
+        No reload: every worker routes the next request by the new state. Returns seconds."""
         started = time.monotonic()
         spec = self.durable.plan.load_balancer(colour)
-        name = self.durable.plan.service("nginx").name
-        info = self.durable.supervisor.info(name)
-        master = info.pid if info and info.pid else None
-        old_workers = set(nginx.worker_processes(master)) if master else set()
-        reloaded = False
-
-        def reload() -> None:
-            nonlocal reloaded
-            self.durable.supervisor.signal(name, "HUP")
-            reloaded = True
-
         try:
-            nginx.apply_config(spec, reload=reload)
-        except nginx.LoadBalancerError as exc:
-            raise DeployError(f"nginx config not applied: {exc}") from None
+            nginx.set_live(spec, colour)
+        except OSError as exc:
+            raise DeployError(f"routing state not written: {exc}") from None
         wanted = colour or "none"
         deadline = time.monotonic() + CONFIRM_SECONDS
-        # A new worker answering /.active-env is not enough: until the old workers have read
-        # the master's quit message they still accept connections and route them by the old
-        # config (seen as a post-promotion smoke test answered "no colour is live").
-        while self.live() != wanted or (
-            reloaded and master and not nginx.old_workers_retired(master, old_workers)
-        ):
+        while self.live() != wanted:
             if time.monotonic() > deadline:
-                raise DeployError(
-                    f"nginx did not report {wanted} from every worker within {CONFIRM_SECONDS:.0f}s"
-                )
+                raise DeployError(f"nginx did not report {wanted} within {CONFIRM_SECONDS:.0f}s")
             time.sleep(0.02)
         return time.monotonic() - started
 

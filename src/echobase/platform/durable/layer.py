@@ -178,6 +178,9 @@ class DurableLayer:
         ):
             line = nginx.htpasswd_line(secrets.observability_user, secrets.observability_password)
             nginx.install_htpasswd(spec, line)
+        # The routing state before the config that reads it; a home of an earlier version
+        # carries its live colour over from its config.
+        changed |= nginx.install_routing(spec, current)
         name = self.plan.service("nginx").name
         running = self._is_running(name)
         try:

@@ -1,16 +1,16 @@
 """The durable layer's load balancer: nginx in a directory of its own, routing production
 traffic to the live colour.
 
-The rendered config on disk is the only record of which colour is live: the renderer writes
-the colour in exactly one line (``set $echobase_live "<colour>";``), every route that depends
-on it reads that variable, ``GET /.active-env`` answers it, and :func:`read_active` parses it
-back. Rendering and parsing are pure; :func:`apply_config` is the thin step that validates a
-new file with ``nginx -t`` before it replaces the current one.
+Which colour is live is not in the config: nginx reads it per request from the routing
+state (see routing.py), so a switch reloads nothing. The config says how to route; every
+route that depends on the colour reads ``$echobase_live``, and ``GET /.active-env`` answers
+it. Rendering is pure; :func:`apply_config` is the thin step that validates a new file with
+``nginx -t`` before it replaces the current one, and :func:`set_live` switches.
 
 Every file here is the state directory's owner's, 0600 in 0700 directories: nginx's workers
-run as that same owner (see ``plan.nginx_worker_user``), so they read the htpasswd file,
-spill bodies to the temp dirs and serve the app bundles without anything being opened to
-another user. The master alone reads the config, the certificate and the key.
+run as that same owner (see ``plan.nginx_worker_user``), so they read the htpasswd file and
+the routing state, spill bodies to the temp dirs and serve the app bundles without anything
+being opened to another user. The master alone reads the config, the certificate and the key.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from pathlib import Path
 import bcrypt
 
 from echobase.app.core.names import MCP_PATH
-from echobase.platform.runtime.files import fsync_path, write_private
+from echobase.platform.durable import routing
+from echobase.platform.durable.routing import COLOURS, NO_COLOUR
+from echobase.platform.runtime.files import fsync_path, write_private, write_private_if_changed
 
-COLOURS = ("blue", "green")
-NO_COLOUR = "none"
+# Debian's libnginx-mod-http-js: per-request routing from the routing state (see routing.py).
+NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 
 TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -85,6 +87,8 @@ PLATFORM_METRICS_PATH = "/.platform-metrics"
 _PLATFORM_EVENTS_PATH = "/.platform-events"
 LIVE_COLOUR_METRIC = "echobase_live_colour"
 
+_NO_COLOUR_LIVE_PATH = "/.no-colour-live"
+# How earlier versions recorded the live colour in the config (read once, to carry it over).
 _LIVE_LINE = re.compile(r"^[ \t]*set[ \t]+\$echobase_live[ \t]+(\S+?)[ \t]*;", re.MULTILINE)
 # What is interpolated into the config must not be able to end a directive or open a block.
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:/@+\-\[\]]+$")
@@ -114,6 +118,11 @@ class LoadBalancerSpec:
     web_roots: Mapping[str, Path] = field(default_factory=dict)
     # The durable recommendations service, served at MCP_PATH; None: no such route.
     mcp_port: int | None = None
+    njs_module: Path = NJS_MODULE
+
+    @property
+    def routing(self) -> routing.RoutingFiles:
+        return routing.RoutingFiles(self.home)
 
     @property
     def config_path(self) -> Path:
@@ -188,8 +197,9 @@ def parse_active_env(body: str) -> str | None:
     return value
 
 
-def read_active(config_text: str) -> str | None:
-    """The live colour recorded in a rendered config; None when no colour is live."""
+def legacy_active(config_text: str) -> str | None:
+    """The live colour as a config rendered by an earlier version recorded it (one
+    ``set $echobase_live`` line); None when no colour was live. ValueError when absent."""
     found = _LIVE_LINE.findall(config_text)
     if len(found) != 1:
         raise ValueError(f"expected exactly one live-colour line, found {len(found)}")
@@ -203,9 +213,11 @@ def read_active(config_text: str) -> str | None:
 
 def render_config(spec: LoadBalancerSpec) -> str:
     _validate(spec)
+    main_lines, http_lines = routing.config_lines(spec.routing, spec.njs_module)
     lines: list[str] = [
         f"# echobase load balancer ({spec.env}). Rendered by echobase.platform.durable.nginx:",
-        "# do not edit by hand; this file is the record of which colour is live.",
+        f"# do not edit by hand. The live colour is in {routing.STATE_FILE}, read per request.",
+        *main_lines,
         "daemon off;  # supervisor owns the process",
         "worker_processes 2;",
         f"pid {spec.pid_file};",
@@ -236,6 +248,10 @@ def render_config(spec: LoadBalancerSpec) -> str:
         '        \'"upstream_time":"$upstream_response_time",\'',
         '        \'"served_by":"$sent_http_x_served_by","request_id":"$request_id"}\';',
         f"    access_log {spec.access_log} echobase;",
+        "",
+        # The live colour, per request: routing, X-Served-By, /.active-env and the gauge
+        # all read this one variable.
+        *http_lines,
         "",
     ]
     lines += [f"    {kind}_temp_path {spec.temp_dir(kind)};" for kind in TEMP_KINDS]
@@ -380,17 +396,12 @@ def _redirect_server(spec: LoadBalancerSpec) -> list[str]:
 
 
 def _https_server(spec: LoadBalancerSpec) -> list[str]:
-    live = spec.active or NO_COLOUR
     i2, i3 = " " * 8, " " * 12
     lines = [
         "    server {",
         f"        listen {spec.host}:{spec.https_port} ssl http2;",
         f"        ssl_certificate {spec.cert_file};",
         f"        ssl_certificate_key {spec.key_file};",
-        "",
-        "        # The live colour. The one place it is written: routing, X-Served-By and",
-        "        # /.active-env all read this variable.",
-        f'        set $echobase_live "{live}";',
         "",
         *_headers(i2, https=True),
         "",
@@ -423,28 +434,28 @@ def _https_server(spec: LoadBalancerSpec) -> list[str]:
         "",
         *_mcp_route(spec, i2),
     ]
-    if spec.active is None:
-        lines += [
-            "        # No colour is live: production routes answer 503 without touching either.",
-            "        location / {",
-            "            default_type application/json;",
-            *_headers(i3, https=True, served_by="none"),
-            '            add_header Cache-Control "no-store" always;',
-            '            return 503 \'{"error":"no colour is live"}\\n\';',
-            "        }",
-        ]
-    else:
-        # Variables resolve against the upstream blocks and the maps above, so the live
-        # colour is still named only once.
-        lines += _colour_routes(
-            i2,
-            https=True,
-            upstream="echobase_$echobase_live",
-            served_by="$echobase_live",
-            name="live",
-            web_root="$echobase_web_live",
-            other_web_root="$echobase_web_idle",
-        )
+    # Variables resolve against the upstream blocks and the maps above, so the live
+    # colour is still named only once.
+    lines += _colour_routes(
+        i2,
+        https=True,
+        upstream="echobase_$echobase_live",
+        served_by="$echobase_live",
+        name="live",
+        web_root="$echobase_web_live",
+        other_web_root="$echobase_web_idle",
+        closed_when_none=True,
+    )
+    lines += [
+        # No colour is live: production routes answer 503 without touching either.
+        f"        location = {_NO_COLOUR_LIVE_PATH} {{",
+        "            internal;",
+        "            default_type application/json;",
+        *_headers(i3, https=True, served_by=NO_COLOUR),
+        '            add_header Cache-Control "no-store" always;',
+        '            return 503 \'{"error":"no colour is live"}\\n\';',
+        "        }",
+    ]
     lines += ["    }", ""]
     return lines
 
@@ -556,10 +567,23 @@ def _colour_routes(
     name: str,
     web_root: Path | str,
     other_web_root: Path | str,
+    closed_when_none: bool = False,
 ) -> list[str]:
     """One colour as a browser sees it: its API gateway's routes, and its app's files with
-    the SPA fallback (any other path is index.html, which routes on the client)."""
+    the SPA fallback (any other path is index.html, which routes on the client).
+    ``closed_when_none``: the colour is $echobase_live, which may be "none"; then every
+    route answers the 503 of _NO_COLOUR_LIVE_PATH (a rewrite in an "if", one of its safe
+    uses)."""
     inner = indent + "    "
+    closed = (
+        [
+            f"{inner}if ($echobase_live = {NO_COLOUR}) {{",
+            f"{inner}    rewrite ^ {_NO_COLOUR_LIVE_PATH} last;",
+            f"{inner}}}",
+        ]
+        if closed_when_none
+        else []
+    )
 
     def static(cache: str | None) -> list[str]:
         # Compressed here only: the app's files hold no secret, whereas gzip on the API's
@@ -583,6 +607,7 @@ def _colour_routes(
 
     return [
         f"{indent}location ~ {GATEWAY_ROUTES} {{",
+        *closed,
         *_proxy(inner, upstream),
         *_headers(inner, https, served_by),
         f"{inner}error_page 502 503 504 = @unavailable_{name};",
@@ -591,17 +616,20 @@ def _colour_routes(
             indent, f"unavailable_{name}", https, served_by, f"{served_by} is unavailable"
         ),
         f"{indent}location / {{",
+        *closed,
         f"{inner}root {web_root};",
         f"{inner}try_files $uri /index.html;",
         *static(INDEX_CACHE),
         f"{indent}}}",
         f"{indent}location = /index.html {{",
+        *closed,
         f"{inner}root {web_root};",
         f"{inner}try_files $uri @no_app_{name};",
         *static(INDEX_CACHE),
         f"{indent}}}",
         *_json_error(indent, f"no_app_{name}", https, served_by, f"{served_by} has no app"),
         f"{indent}location ^~ /assets/ {{",
+        *closed,
         f"{inner}root {web_root};",
         # A page loaded just before a switch may still ask for its own hashed files: the
         # other colour's copies are the same bytes under the same names.
@@ -755,42 +783,33 @@ def install_certificate(spec: LoadBalancerSpec, cert_pem: str, key_pem: str) -> 
     write_private(spec.key_file, key_pem)
 
 
-def worker_processes(master_pid: int, proc: Path = Path("/proc")) -> dict[int, bool]:
-    """The nginx master's children (its workers): pid -> whether it is shutting down.
-
-    After a reload the old workers go on accepting new connections, with the old config,
-    until each has read the master's quit message; in that same step of its event loop a
-    worker retitles itself "worker process is shutting down" and closes its listening
-    sockets. So the title is the one sign, from outside, that a worker takes no more
-    connections; one answer from a new worker proves nothing about the others."""
-    found: dict[int, bool] = {}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # The command name in parentheses may contain spaces: split after the last ')'.
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid != master_pid:
-                continue
-            title = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue  # exited meanwhile, or not ours to read
-        found[int(entry.name)] = b"shutting down" in title
-    return found
-
-
-def old_workers_retired(master_pid: int, old: set[int]) -> bool:
-    """True once every worker of ``old`` has exited or is shutting down."""
-    current = worker_processes(master_pid)
-    return all(current[pid] for pid in old if pid in current)
-
-
 def current_active(spec: LoadBalancerSpec) -> str | None:
+    """The colour traffic goes to: the routing state as nginx reads it, or, in a home an
+    earlier version set up, the colour its config recorded."""
+    found, live = routing.read_state(spec.routing)
+    if found:
+        return live
     try:
-        text = spec.config_path.read_text()
-    except FileNotFoundError:
+        return legacy_active(spec.config_path.read_text())
+    except (FileNotFoundError, ValueError):
         return None
-    return read_active(text)
+
+
+def install_routing(spec: LoadBalancerSpec, live: str | None) -> bool:
+    """The routing script, and a routing state when there is none (``live``: carried over
+    from the record found). True when the script changed: nginx loads it with its config,
+    so only a reload makes it current."""
+    changed = write_private_if_changed(spec.routing.script, routing.render_script(spec.routing))
+    if not routing.read_state(spec.routing)[0]:
+        routing.write_state(spec.routing, live)
+    return changed
+
+
+def set_live(spec: LoadBalancerSpec, live: str | None) -> bool:
+    """Send traffic to ``live`` from the next request on, without a reload. True if it
+    changed."""
+    with _locked(spec):
+        return routing.write_state(spec.routing, live)
 
 
 def apply_config(spec: LoadBalancerSpec, reload: Callable[[], None]) -> None:
@@ -802,14 +821,15 @@ def apply_text(spec: LoadBalancerSpec, text: str, reload: Callable[[], None]) ->
 
     The new file is written, fsynced and checked with ``nginx -t`` beside the current one and
     only then renamed over it, so a crash or a bad config never leaves a half-written or
-    invalid record of the live colour. ``reload`` is called only when the file changed, after
-    the rename: if it raises, the file already names the new colour and a repeated apply is a
-    no-op, so the caller must retry the reload itself (nginx also reads the file on start).
+    invalid one. ``reload`` is called only when the file changed, after the rename: if it
+    raises, a repeated apply is a no-op, so the caller must retry the reload itself (nginx
+    also reads the file on start).
     """
-    try:
-        read_active(text)
-    except ValueError as exc:
-        raise LoadBalancerError(f"refusing a config without a clear live colour: {exc}") from exc
+    if not spec.njs_module.is_file():
+        raise LoadBalancerError(
+            f"nginx's njs module is missing ({spec.njs_module}): install Debian's"
+            " libnginx-mod-http-js (bash scripts/install does)"
+        )
     with _locked(spec):
         try:
             if spec.config_path.read_text() == text:
