@@ -43,7 +43,6 @@ import boto3
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform.bluegreen.pipeline import BlueGreen
-from echobase.platform.durable import credentials
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.release import build_release
 from support import (
@@ -53,6 +52,7 @@ from support import (
     REPO,
     System,
     WrkResult,
+    database_credentials,
     fill_queue,
     first_user,
     percentile,
@@ -220,10 +220,7 @@ def main() -> None:
             aws_access_key_id="bench",
             aws_secret_access_key="bench",
         )
-        secret = credentials.aws_client("secretsmanager", plan.secrets_url).get_secret_value(
-            SecretId=credentials.DATABASE
-        )
-        creds = DatabaseCredentials.from_secret(secret["SecretString"])
+        creds = database_credentials(plan)
         pids = system.pids()
         print(f"system in {system.home}: live colour {live}, release {release.id}")
         print("services: " + ", ".join(f"{name} ({pid})" for name, pid in pids.items()))

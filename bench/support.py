@@ -28,7 +28,7 @@ import httpx
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.messages import build_order_message
 from echobase.platform.bluegreen.pipeline import BlueGreen
-from echobase.platform.durable import nginx
+from echobase.platform.durable import credentials, nginx
 from echobase.platform.durable.layer import tree_rss
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
@@ -261,6 +261,34 @@ def register(lb_url: str, verify: ssl.SSLContext, count: int) -> list[str]:
             assert response.status_code == 201, response.text
             tokens.append(response.cookies["echobase_token"])
     return tokens
+
+
+def database_credentials(plan: DurablePlan) -> DatabaseCredentials:
+    """The app's MariaDB credentials, from the environment's secrets store."""
+    secret = credentials.aws_client("secretsmanager", plan.secrets_url).get_secret_value(
+        SecretId=credentials.DATABASE
+    )
+    return DatabaseCredentials.from_secret(secret["SecretString"])
+
+
+def stored_counts(creds: DatabaseCredentials, uids: list[str]) -> dict[str, int]:
+    """order_uid -> rows stored with it, for the uids that have any."""
+    counts: dict[str, int] = {}
+    conn = app_connection(creds, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            for start in range(0, len(uids), 500):
+                chunk = uids[start : start + 500]
+                placeholders = ", ".join(["%s"] * len(chunk))  # only %s: values stay bound
+                cur.execute(
+                    "SELECT order_uid, COUNT(*) FROM orders WHERE order_uid IN"  # noqa: S608
+                    f" ({placeholders}) GROUP BY order_uid",
+                    chunk,
+                )
+                counts.update({str(uid): int(n) for uid, n in cur.fetchall()})
+    finally:
+        conn.close()
+    return counts
 
 
 def first_user(creds: DatabaseCredentials) -> int:

@@ -33,6 +33,7 @@ Prints medians, min and max, and the targets. The machine is whatever runs it: o
 from __future__ import annotations
 
 import argparse
+import http.client
 import itertools
 import json
 import re
@@ -42,7 +43,8 @@ import statistics
 import tempfile
 import threading
 import time
-from collections import defaultdict
+import urllib.parse
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,7 +53,19 @@ import httpx
 from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.release import build_release, clone_with_commit
 from echobase.platform.stack import Stack
-from support import BENCH_SERVICE_SETTINGS, ENV, REPO, System, WrkResult, wrk, wrk_request_script
+from support import (
+    BENCH_SERVICE_SETTINGS,
+    ENV,
+    ORDER_BODY,
+    REPO,
+    System,
+    WrkResult,
+    database_credentials,
+    register,
+    stored_counts,
+    wrk,
+    wrk_request_script,
+)
 
 POLL_SECONDS = 0.005
 TARGETS = {
@@ -96,6 +110,48 @@ class Poller(threading.Thread):
                     continue
                 self.answers.append((sent, time.monotonic(), response.headers.get("x-served-by")))
                 time.sleep(POLL_SECONDS)
+
+
+class OrderLoop(threading.Thread):
+    """POST /api/v1/orders through the LB, one after another on one kept-alive connection
+    (Python's http.client, as SDKs and service-to-service clients speak), never resending:
+    a request that fails is counted and the next one goes out on a new connection."""
+
+    def __init__(self, lb_url: str, verify: ssl.SSLContext, token: str) -> None:
+        super().__init__(daemon=True)
+        self.host = urllib.parse.urlsplit(lb_url)
+        self.verify = verify
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Origin": lb_url,
+        }
+        self.accepted: list[str] = []  # orderIds answered 201
+        self.failed: Counter[str] = Counter()  # exception type or status -> count
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        connection: http.client.HTTPSConnection | None = None
+        while not self.stop.is_set():
+            if connection is None:
+                connection = http.client.HTTPSConnection(
+                    self.host.hostname or "127.0.0.1", self.host.port, context=self.verify
+                )
+            try:
+                connection.request("POST", "/api/v1/orders", ORDER_BODY, self.headers)
+                response = connection.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.failed[type(exc).__name__] += 1
+                connection.close()
+                connection = None
+                continue
+            if response.status == 201:
+                self.accepted.append(str(json.loads(body)["order"]["orderId"]))
+            else:
+                self.failed[f"HTTP {response.status}"] += 1
+        if connection is not None:
+            connection.close()
 
 
 def switch_once(
@@ -184,9 +240,11 @@ def switches_under_load(
 
     threads = [threading.Thread(target=run, args=item) for item in loads.items()]
     poller = Poller(lb_url, verify)
+    orders = OrderLoop(lb_url, verify, register(lb_url, verify, 1)[0])
     for thread in threads:
         thread.start()
     poller.start()
+    orders.start()
     time.sleep(2)  # the loads and the poller are answering before the first switch
     switches: list[tuple[float, str]] = []
     begun = time.monotonic()
@@ -200,6 +258,9 @@ def switches_under_load(
         thread.join()
     poller.stop.set()
     poller.join()
+    orders.stop.set()
+    orders.join()
+    stored = stored_exactly_once(system, orders.accepted)
     if took > seconds - 3:
         print(f"WARNING: the switches took {took:.1f}s, longer than the load")
     firsts = [
@@ -230,7 +291,28 @@ def switches_under_load(
         f"    poller (kept-alive, no resend): {len(poller.answers)} answers,"
         f" {poller.failures} failed"
     )
+    failed = sum(orders.failed.values())
+    print(
+        f"    POST /api/v1/orders, http.client kept-alive, never resending:"
+        f" {len(orders.accepted)} answered 201, {failed} failed {dict(orders.failed)};"
+        f" stored exactly once: {stored} of {len(orders.accepted)}"
+    )
+    figures["switches under load, orders by http.client: failed requests"] = [float(failed)]
+    figures["switches under load, orders by http.client: 201s not stored exactly once"] = [
+        float(len(orders.accepted) - stored)
+    ]
     return live, figures
+
+
+def stored_exactly_once(system: System, uids: list[str], wait: float = 60) -> int:
+    """How many of ``uids`` are stored exactly once, waiting for the processor to catch up."""
+    creds = database_credentials(system.plan())
+    deadline = time.monotonic() + wait
+    while True:
+        counts = stored_counts(creds, uids)
+        if len(counts) == len(uids) or time.monotonic() > deadline:
+            return sum(1 for uid in uids if counts.get(uid) == 1)
+        time.sleep(1)
 
 
 def bench_switch_and_deploy(
