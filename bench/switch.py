@@ -33,18 +33,17 @@ Prints medians, min and max, and the targets. The machine is whatever runs it: o
 from __future__ import annotations
 
 import argparse
-import http.client
 import itertools
 import json
 import re
 import shutil
 import ssl
 import statistics
+import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +52,10 @@ import httpx
 from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.release import build_release, clone_with_commit
 from echobase.platform.stack import Stack
+
+# The never-resending client the zero-downtime test uses, so bench and test mean the same.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from load_support import NeverResending
 from support import (
     BENCH_SERVICE_SETTINGS,
     ENV,
@@ -110,48 +113,6 @@ class Poller(threading.Thread):
                     continue
                 self.answers.append((sent, time.monotonic(), response.headers.get("x-served-by")))
                 time.sleep(POLL_SECONDS)
-
-
-class OrderLoop(threading.Thread):
-    """POST /api/v1/orders through the LB, one after another on one kept-alive connection
-    (Python's http.client, as SDKs and service-to-service clients speak), never resending:
-    a request that fails is counted and the next one goes out on a new connection."""
-
-    def __init__(self, lb_url: str, verify: ssl.SSLContext, token: str) -> None:
-        super().__init__(daemon=True)
-        self.host = urllib.parse.urlsplit(lb_url)
-        self.verify = verify
-        self.headers = {
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "Origin": lb_url,
-        }
-        self.accepted: list[str] = []  # orderIds answered 201
-        self.failed: Counter[str] = Counter()  # exception type or status -> count
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        connection: http.client.HTTPSConnection | None = None
-        while not self.stop.is_set():
-            if connection is None:
-                connection = http.client.HTTPSConnection(
-                    self.host.hostname or "127.0.0.1", self.host.port, context=self.verify
-                )
-            try:
-                connection.request("POST", "/api/v1/orders", ORDER_BODY, self.headers)
-                response = connection.getresponse()
-                body = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                self.failed[type(exc).__name__] += 1
-                connection.close()
-                connection = None
-                continue
-            if response.status == 201:
-                self.accepted.append(str(json.loads(body)["order"]["orderId"]))
-            else:
-                self.failed[f"HTTP {response.status}"] += 1
-        if connection is not None:
-            connection.close()
 
 
 def switch_once(
@@ -240,11 +201,23 @@ def switches_under_load(
 
     threads = [threading.Thread(target=run, args=item) for item in loads.items()]
     poller = Poller(lb_url, verify)
-    orders = OrderLoop(lb_url, verify, register(lb_url, verify, 1)[0])
+    token = register(lb_url, verify, 1)[0]
+    orders = NeverResending(
+        lb_url,
+        verify,
+        "POST",
+        "/api/v1/orders",
+        threading.Event(),
+        time.monotonic() + seconds + 30,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        | {"Origin": lb_url},
+        body=ORDER_BODY.encode(),
+    )
+    order_thread = threading.Thread(target=orders.run, daemon=True)
     for thread in threads:
         thread.start()
     poller.start()
-    orders.start()
+    order_thread.start()
     time.sleep(2)  # the loads and the poller are answering before the first switch
     switches: list[tuple[float, str]] = []
     begun = time.monotonic()
@@ -259,8 +232,8 @@ def switches_under_load(
     poller.stop.set()
     poller.join()
     orders.stop.set()
-    orders.join()
-    stored = stored_exactly_once(system, orders.accepted)
+    order_thread.join()
+    stored = stored_exactly_once(system, orders.order_uids)
     if took > seconds - 3:
         print(f"WARNING: the switches took {took:.1f}s, longer than the load")
     firsts = [
@@ -294,12 +267,12 @@ def switches_under_load(
     failed = sum(orders.failed.values())
     print(
         f"    POST /api/v1/orders, http.client kept-alive, never resending:"
-        f" {len(orders.accepted)} answered 201, {failed} failed {dict(orders.failed)};"
-        f" stored exactly once: {stored} of {len(orders.accepted)}"
+        f" {len(orders.order_uids)} answered 201, {failed} failed {dict(orders.failed)};"
+        f" stored exactly once: {stored} of {len(orders.order_uids)}"
     )
     figures["switches under load, orders by http.client: failed requests"] = [float(failed)]
     figures["switches under load, orders by http.client: 201s not stored exactly once"] = [
-        float(len(orders.accepted) - stored)
+        float(len(orders.order_uids) - stored)
     ]
     return live, figures
 
