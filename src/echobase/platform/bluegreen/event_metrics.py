@@ -3,7 +3,7 @@
 No process of ours runs between deploys, so the counts are a file: rendered from the whole
 deploy history (append-only, so no count ever goes backwards, and a lost file is rebuilt
 whole) and replaced atomically after each event. nginx serves it beside the live-colour
-gauge, which it renders from its own record of the live colour (see ``durable.nginx``).
+gauge, which it renders from the record of the live colour it routes by (see ``durable.routing``).
 
 What counts, by the colour traffic went TO and the release that colour ran:
 - ``echobase_deploys_total``: deploys that finished ``ok`` (promoted, or left ready when not

@@ -15,7 +15,7 @@ costs the least:
    its batch, what is still queued moves to the live colour's queue (the queue servers keep
    messages in memory), then it starts again with the release it ran;
 3. the live colour the same way, with production switched to the idle colour meanwhile when
-   that one runs healthy (two reloads, no refused request); otherwise in place, and the
+   that one runs healthy (two switches, no refused request); otherwise in place, and the
    live colour answers 503 until its gateway is back.
 
 No acknowledged order is dropped: the queue servers are stopped only once empty.
