@@ -27,6 +27,7 @@ import httpx
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.messages import build_order_message
+from echobase.platform.bluegreen.analysis import UNWATCHED
 from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.durable import credentials, nginx
 from echobase.platform.durable.layer import tree_rss
@@ -36,7 +37,7 @@ from echobase.platform.ephemeral.plan import ColourPlan
 from echobase.platform.release import Release, build_release
 from echobase.platform.runtime.processes import free_port, free_ports
 from echobase.platform.runtime.supervisor import Supervisor
-from echobase.platform.stack import Stack, free_port_overrides, render_ports_toml
+from echobase.platform.stack import Stack, free_port_overrides, render_config_toml
 
 ECHOBASE = str(Path(sys.executable).parent / "echobase")
 REPO = Path(__file__).resolve().parent.parent
@@ -104,12 +105,15 @@ class System:
     steps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
-    def create(cls, services: dict[str, str] | None = None) -> System:
+    def create(
+        cls, services: dict[str, str] | None = None, analysis: dict[str, object] | None = None
+    ) -> System:
         # Short: unix socket paths (supervisor, MariaDB) must stay under 108 bytes.
         home = Path(tempfile.mkdtemp(prefix="eb-bench-", dir="/tmp"))
-        toml = render_ports_toml(free_port_overrides(free_ports))
-        if services:
-            toml += "[services]\n" + "".join(f'{k} = "{v}"\n' for k, v in services.items())
+        # Benchmarks measure switches, not the analysis window after them.
+        toml = render_config_toml(
+            free_port_overrides(free_ports), services, analysis=analysis or UNWATCHED
+        )
         (home / "echobase.toml").write_text(toml)
         (home / "echobase.toml").chmod(0o600)
         return cls(home)

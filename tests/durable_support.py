@@ -18,6 +18,7 @@ from typing import Any
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform import build_cache
+from echobase.platform.bluegreen.analysis import UNWATCHED
 from echobase.platform.durable import credentials
 from echobase.platform.durable.layer import unsupervised
 from echobase.platform.durable.mariadb import app_connection
@@ -28,7 +29,7 @@ from echobase.platform.stack import (
     ENVIRONMENTS,
     Stack,
     free_port_overrides,
-    render_ports_toml,
+    render_config_toml,
 )
 
 ECHOBASE = str(Path(sys.executable).parent / "echobase")
@@ -71,17 +72,20 @@ class DurableSystem:
         cls,
         services: dict[str, str] | None = None,
         monitoring: dict[str, float] | None = None,
+        analysis: dict[str, object] | None = None,
     ) -> DurableSystem:
-        """``monitoring``: the [monitoring] table (Prometheus intervals, thresholds)."""
+        """``monitoring``: the [monitoring] table (Prometheus intervals, thresholds);
+        ``analysis``: the [analysis] table (by default switches and canaries are not
+        watched: only the tests of the analysis wait for its windows)."""
         # Short: unix socket paths (supervisor, MariaDB) must stay under 108 bytes.
         home = Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp"))
         ports = free_port_overrides(free_ports)
-        settings = "".join(f'{key} = "{value}"\n' for key, value in (services or {}).items())
-        toml = render_ports_toml(ports) + (f"[services]\n{settings}" if settings else "")
-        if monitoring:
-            toml += "[monitoring]\n" + "".join(
-                f"{key} = {value}\n" for key, value in monitoring.items()
-            )
+        toml = render_config_toml(
+            ports,
+            services,
+            monitoring=monitoring,
+            analysis=UNWATCHED if analysis is None else analysis,
+        )
         (home / "echobase.toml").write_text(toml)
         (home / "echobase.toml").chmod(0o600)
         return cls(home, ports)

@@ -33,6 +33,8 @@ from echobase.platform.durable.nginx import (
     LIVE_COLOUR_METRIC,
     PLATFORM_METRICS_PATH,
     PROMETHEUS_BURST,
+    ROUTING_PATH,
+    TRAFFIC_WEIGHT_METRIC,
     LoadBalancerError,
     LoadBalancerSpec,
     apply_config,
@@ -45,7 +47,7 @@ from echobase.platform.durable.nginx import (
     prepare,
     render_config,
     server_command,
-    set_live,
+    set_routing,
 )
 from echobase.platform.durable.plan import nginx_worker_user, platform_metrics_target
 from echobase.platform.durable.prometheus import PrometheusSpec
@@ -179,7 +181,7 @@ class LB:
         """The routing state only: nginx reads it on the next request, nothing reloads."""
         reloads = self.reloads
         self.spec = dataclasses.replace(self.spec, active=colour)
-        set_live(self.spec, colour)
+        set_routing(self.spec, colour)
         assert current_active(self.spec) == colour
         assert self._active_env() == f"{colour or 'none'}\n"
         assert self.reloads == reloads
@@ -235,7 +237,7 @@ def lb() -> Iterator[LB]:
         cert_pem, key_pem = self_signed_certificate(["127.0.0.1"])
         install_certificate(spec, cert_pem, key_pem)
         install_htpasswd(spec, htpasswd_line(PROM_USER, password))
-        install_routing(spec, None)
+        install_routing(spec, routing.RoutingState(None))
         apply_config(spec, reload=lambda: None)  # nothing runs yet: the first start reads it
         process = spawn(server_command(spec), home / "logs" / "stdout.log")
         try:
@@ -295,7 +297,7 @@ def test_http_redirects_to_https_keeping_host_path_and_query(lb: LB) -> None:
 def test_switching_colours_moves_live_traffic(lb: LB) -> None:
     for colour in ("blue", "green", "blue"):
         lb.switch(colour)
-        assert routing.parse_state(lb.spec.routing.state.read_text()) == colour
+        assert routing.parse_state(lb.spec.routing.state.read_text()).live == colour
         response = lb.client.get(lb.https + "/api/x?q=1")
         assert response.status_code == 200
         assert response.headers.get_list("x-served-by") == [colour]
@@ -520,26 +522,42 @@ def _live(colour: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return (LIVE_COLOUR_METRIC, (("colour", colour),))
 
 
+def _weight(colour: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return (TRAFFIC_WEIGHT_METRIC, (("colour", colour),))
+
+
+def _gauges(live: str | None, canary: routing.Canary | None = None) -> dict[Any, float]:
+    state = routing.RoutingState(live, canary)
+    gauges: dict[Any, float] = {_live(c): float(c == state.active) for c in routing.COLOURS}
+    gauges.update({_weight(c): share for c, share in state.weights().items()})
+    return gauges
+
+
 def test_platform_metrics_follow_the_live_record_and_the_counters_file(
     lb: LB, tmp_path: Path
 ) -> None:
     lb.spec.platform_events_file.unlink(missing_ok=True)
     lb.switch("blue")
-    # No counters file yet: the gauge alone, no error page in the exposition.
-    assert _platform_samples(lb) == {_live("blue"): 1, _live("green"): 0}
+    # No counters file yet: the gauges alone, no error page in the exposition.
+    assert _platform_samples(lb) == _gauges("blue")
     history.record(tmp_path, "deploy", None, "green", "r1", "ok", 1.0)
     history.record(tmp_path, "switch", "green", "blue", "r2", "ok", 1.0)
     event_metrics.publish(tmp_path, lb.spec.platform_events_file)
     lb.switch("green")
     assert _platform_samples(lb) == {
-        _live("blue"): 0,
-        _live("green"): 1,
+        **_gauges("green"),
         ("echobase_deploys_total", (("colour", "green"), ("release", "r1"))): 1,
         ("echobase_switches_total", (("colour", "blue"), ("release", "r2"))): 1,
     }
+    canary = routing.Canary("blue", 70, seed=3)
+    set_routing(lb.spec, routing.RoutingState("green", canary))
+    # The majority colour is "live"; both colours' shares of users.
+    assert _platform_samples(lb).items() >= _gauges("green", canary).items()
+    assert _platform_samples(lb)[_live("blue")] == 1
     lb.switch(None)
     samples = _platform_samples(lb)
     assert (samples[_live("blue")], samples[_live("green")]) == (0, 0)
+    assert (samples[_weight("blue")], samples[_weight("green")]) == (0, 0)
     # The file itself is reachable only through the metrics page.
     assert lb.client.get(lb.https + "/.platform-events").status_code == 404
 
@@ -582,3 +600,120 @@ def test_prometheus_scrapes_the_platform_metrics_trusting_the_lbs_certificate(
         assert target["labels"]["service"] == "nginx"
     finally:
         terminate(process)
+
+
+# --- canary ------------------------------------------------------------------------------------
+
+
+def _bucket(response: httpx.Response) -> int | None:
+    """The bucket nginx gave a user without one (its Set-Cookie), if it gave one."""
+    cookies = [c for c in response.headers.get_list("set-cookie") if c.startswith("echobase_")]
+    if not cookies:
+        return None
+    assert len(cookies) == 1, cookies
+    name_value, *attributes = [part.strip() for part in cookies[0].split(";")]
+    assert name_value.split("=")[0] == routing.BUCKET_COOKIE
+    assert {"Path=/", "Secure", "HttpOnly", "SameSite=Lax"} <= set(attributes)
+    return int(name_value.split("=")[1])
+
+
+def test_a_canary_sends_its_share_of_users_and_each_user_stays_on_one_colour(lb: LB) -> None:
+    lb.switch("blue")
+    assert _bucket(lb.client.get(lb.https + "/api/x")) is None  # no canary: no cookie
+    canary = routing.Canary("green", 20, seed=37)
+    state = routing.RoutingState("blue", canary)
+    reloads = lb.reloads
+    set_routing(lb.spec, state)
+    served: dict[int, str] = {}
+    users_on_green = 0
+    for _ in range(400):  # new users: no cookie, no token
+        lb.client.cookies.clear()
+        response = lb.client.get(lb.https + "/api/x")
+        bucket = _bucket(response)
+        assert bucket is not None and 0 <= bucket < 100
+        colour = response.headers["x-served-by"]
+        # The script and the Python model agree on every user's colour.
+        assert colour == state.route(bucket) == response.json()["colour"]
+        served[bucket] = colour
+        users_on_green += colour == "green"
+    assert sum(state.route(b) == "green" for b in range(100)) == 20  # the canary's buckets
+    # 400 users at random: about 20 % on the canary (binomial: 80 +- 8; 5 sigma either side).
+    assert 40 <= users_on_green <= 120, users_on_green
+    assert len(served) > 90  # the buckets are spread
+    # A user with a bucket stays put, for the app's pages, its files and its API calls alike.
+    lb.client.cookies.clear()
+    for bucket, colour in list(served.items())[:20]:
+        cookie = {"Cookie": f"{routing.BUCKET_COOKIE}={bucket}"}
+        for path in ("/", "/api/orders", "/health", "/api/x?again=1"):
+            response = lb.client.get(lb.https + path, headers=cookie)
+            assert response.headers["x-served-by"] == colour, (bucket, path)
+            assert _bucket(response) is None  # already has one
+    # An API client that keeps no cookies is kept on one colour by its token.
+    for token in ("a", "b", "c", "d", "e", "f"):
+        headers = {"Authorization": f"Bearer token-{token}"}
+        colours = set()
+        for _ in range(5):
+            lb.client.cookies.clear()
+            colours.add(lb.client.get(lb.https + "/api/x", headers=headers).headers["x-served-by"])
+        assert len(colours) == 1, token
+    assert lb.reloads == reloads  # weights change like a switch: without a reload
+
+
+def test_raising_a_canarys_share_only_adds_users_and_the_majority_is_active(lb: LB) -> None:
+    lb.switch("blue")
+    on_green: dict[int, set[int]] = {}
+    for percent in (10, 50, 60, 99):
+        state = routing.RoutingState("blue", routing.Canary("green", percent, seed=81))
+        set_routing(lb.spec, state)
+        on_green[percent] = {
+            bucket
+            for bucket in range(100)
+            if lb.client.get(
+                lb.https + "/api/x", headers={"Cookie": f"{routing.BUCKET_COOKIE}={bucket}"}
+            ).headers["x-served-by"]
+            == "green"
+        }
+        assert len(on_green[percent]) == percent
+        majority = "green" if percent > 50 else "blue"
+        assert lb._active_env() == f"{majority}\n"
+        answer = lb.client.get(lb.https + ROUTING_PATH)
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.json() == {
+            "active": majority,
+            "live": "blue",
+            "weights": {"blue": 100 - percent, "green": percent},
+            "canary": {"colour": "green", "percent": percent},
+        }
+        assert routing.parse_weights_answer(answer.text).weights() == state.weights()
+    assert on_green[10] <= on_green[50] <= on_green[60] <= on_green[99]
+    lb.switch("green")  # a full switch ends the canary
+    assert lb.client.get(lb.https + ROUTING_PATH).json() == {
+        "active": "green",
+        "live": "green",
+        "weights": {"blue": 0, "green": 100},
+    }
+
+
+@pytest.mark.parametrize(
+    "canary",
+    [
+        {"colour": "green", "percent": 0, "seed": 1},
+        {"colour": "green", "percent": 100, "seed": 1},
+        {"colour": "blue", "percent": 10, "seed": 1},  # the live colour itself
+        {"colour": "green", "percent": 10},  # no seed
+        {"colour": "green", "percent": "10", "seed": 1},
+    ],
+)
+def test_a_broken_canary_fails_closed_to_the_last_good_state(
+    lb: LB, canary: dict[str, Any]
+) -> None:
+    good = routing.RoutingState("green", routing.Canary("blue", 30, seed=5))
+    set_routing(lb.spec, good)
+    lb.spec.routing.state.write_text(json.dumps({"live": "blue", "canary": canary}))
+    with pytest.raises(ValueError):
+        routing.parse_state(lb.spec.routing.state.read_text())
+    assert lb.client.get(lb.https + ROUTING_PATH).json()["canary"] == {
+        "colour": "blue",
+        "percent": 30,
+    }
+    assert current_active(lb.spec) == "green"

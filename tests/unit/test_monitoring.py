@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE
+from echobase.platform.bluegreen.analysis import AnalysisSettings
 from echobase.platform.durable import prometheus
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.monitoring import console, grafana, rules, shipped
@@ -87,6 +88,30 @@ def test_echobase_toml_sets_them_and_a_bad_value_names_its_file(tmp_path):
     second.write_text("monitoring = 3\n")
     with pytest.raises(StackConfigError, match="must be a table"):
         read_config_files([first, second])
+
+
+def test_echobase_toml_sets_the_analysis_and_a_bad_value_names_its_file(tmp_path):
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text("[analysis]\nstep_seconds = 5\nsteps = [25, 100]\n")
+    second.write_text("[analysis]\nmin_requests = 3\n")
+    settings = read_config_files([first, second]).analysis
+    assert (settings.step_seconds, settings.steps, settings.min_requests) == (5, (25, 100), 3)
+    assert settings.after_switch_seconds == AnalysisSettings().after_switch_seconds
+    assert read_config_files([tmp_path / "missing.toml"]).analysis == AnalysisSettings()
+
+    second.write_text("[analysis]\nsteps = [50, 90]\n")
+    with pytest.raises(StackConfigError, match=re.escape(f"{second}: analysis.steps")):
+        read_config_files([first, second])
+    second.write_text("[analysis]\nstep = 1\n")
+    with pytest.raises(StackConfigError, match=r"\[analysis\] has no setting \['step'\]"):
+        read_config_files([first, second])
+    second.write_text("analysis = 3\n")
+    with pytest.raises(StackConfigError, match=r"\[analysis\] must be a table"):
+        read_config_files([first, second])
+
+    (tmp_path / "echobase.toml").write_text("[analysis]\nafter_switch_seconds = 0\n")
+    stack = Stack.load(tmp_path / "home", offset=0, cwd=tmp_path)
+    assert stack.analysis == AnalysisSettings(after_switch_seconds=0)
 
 
 def test_the_stack_hands_its_settings_to_prometheus(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -44,7 +45,7 @@ def make_spec(active: str | None = None, **changes: object) -> LoadBalancerSpec:
 
 @pytest.mark.parametrize("active", ["blue", "green", None])
 def test_routing_state_and_active_env_round_trip(active: str | None) -> None:
-    assert routing.parse_state(routing.state_text(active)) == active
+    assert routing.parse_state(routing.state_text(active)) == routing.RoutingState(active)
     assert parse_active_env(active_env_body(active)) == active
     assert active_env_body(active) == f"{active or 'none'}\n"
 
@@ -56,7 +57,9 @@ def test_the_config_names_no_colour_and_everything_reads_the_per_request_variabl
     assert blue.count("js_set $echobase_live echobase_routing.live;") == 1
     assert blue.startswith("# echobase") and "\nload_module " in blue.split("events {")[0]
     assert "proxy_pass http://echobase_$echobase_live;" in blue
-    assert 'return 200 "$echobase_live\\n";' in blue
+    # /.active-env answers the majority colour, from the same state.
+    assert 'return 200 "$echobase_active\\n";' in blue
+    assert blue.count("js_set $echobase_active echobase_routing.active;") == 1
 
 
 def test_no_live_colour_answers_503_json_without_proxying() -> None:
@@ -107,7 +110,68 @@ def test_the_routing_script_reads_the_state_then_the_last_good_copy() -> None:
     script = routing.render_script(make_spec("blue").routing)
     assert f'const STATE = "{HOME}/routing.json";' in script
     assert f'const LAST_GOOD = "{HOME}/routing.last-good.json";' in script
-    assert "export default { live };" in script
+    assert (
+        "export default { live, active, routing, bucket_cookie, weight_blue, weight_green };"
+        in script
+    )
+
+
+def test_every_production_route_may_give_a_bucket_cookie_and_no_direct_route_does() -> None:
+    config = render_config(make_spec("blue"))
+    production = config[config.index("ssl_certificate ") : config.index("# Direct to blue")]
+    cookie = "add_header Set-Cookie $echobase_bucket_cookie always;"
+    assert production.count(cookie) == 5  # API, app, index, assets and their fallback
+    assert config.count(cookie) == 5
+
+
+@pytest.mark.parametrize(
+    ("state", "active", "weights"),
+    [
+        (routing.RoutingState(None), None, {"blue": 0, "green": 0}),
+        (routing.RoutingState("blue"), "blue", {"blue": 100, "green": 0}),
+        (
+            routing.RoutingState("blue", routing.Canary("green", 10, 3)),
+            "blue",
+            {"blue": 90, "green": 10},
+        ),
+        (
+            routing.RoutingState("blue", routing.Canary("green", 50, 3)),
+            "blue",
+            {"blue": 50, "green": 50},
+        ),
+        (
+            routing.RoutingState("green", routing.Canary("blue", 51, 0)),
+            "blue",
+            {"blue": 51, "green": 49},
+        ),
+    ],
+)
+def test_a_routing_state_gives_its_majority_and_weights(
+    state: routing.RoutingState, active: str | None, weights: dict[str, int]
+) -> None:
+    assert state.active == active
+    assert state.weights() == weights
+    assert routing.parse_state(routing.state_text(state)) == state
+    if state.canary is not None:
+        on_canary = [b for b in range(100) if state.route(b) == state.canary.colour]
+        assert len(on_canary) == state.canary.percent
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: routing.RoutingState(None, routing.Canary("green", 10, 0)),
+        lambda: routing.RoutingState("green", routing.Canary("green", 10, 0)),
+        lambda: routing.Canary("green", 0, 0),
+        lambda: routing.Canary("green", 100, 0),
+        lambda: routing.Canary("green", 10, 100),
+        lambda: routing.Canary("purple", 10, 0),
+        lambda: routing.Canary("green", True, 0),
+    ],
+)
+def test_a_canary_that_could_not_be_routed_is_refused(make: Any) -> None:
+    with pytest.raises(ValueError):
+        make()
 
 
 def test_direct_ports_upstreams_and_prometheus_are_present() -> None:

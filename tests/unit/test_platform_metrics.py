@@ -188,11 +188,15 @@ def test_nginx_serves_the_gauge_from_its_live_record_and_the_counters_from_the_f
     assert location.index("return 403") < location.index("return 200")
     assert 'echobase_live_colour{colour="blue"} $echobase_live_blue' in location
     assert 'echobase_live_colour{colour="green"} $echobase_live_green' in location
+    for colour in ("blue", "green"):
+        weight = f'echobase_colour_traffic_percent{{colour="{colour}"}} $echobase_weight_{colour}'
+        assert weight in location
     assert "ssi on;" in location and 'stub="no_events"' in location
     events = block(config, "location = /.platform-events {")
     assert "internal;" in events and f"alias {spec.platform_events_file};" in events
     for colour in ("blue", "green"):
-        live_map = f"map $echobase_live $echobase_live_{colour} {{\n        {colour} 1;\n"
+        # "live" in the gauge is the colour most users go to (/.active-env's).
+        live_map = f"map $echobase_active $echobase_live_{colour} {{\n        {colour} 1;\n"
         assert live_map + "        default 0;\n    }" in config
     # Only the production server has it; the plain-http and direct ports do not.
     assert config.count(f"location = {nginx.PLATFORM_METRICS_PATH} ") == 1

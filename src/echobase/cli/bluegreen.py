@@ -1,5 +1,6 @@
-"""``echobase up|deploy|switch|rollback|active|status|history|down``: blue-green on one
-durable environment. Orchestration only: the steps live in platform/bluegreen."""
+"""``echobase up|deploy|switch|canary|promote|abort|rollback|active|status|history|down``:
+blue-green on one durable environment. Orchestration only: the steps live in
+platform/bluegreen."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from echobase.platform.bluegreen.lock import LockHeld
 from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
 from echobase.platform.bluegreen.recovery import RecoveryError, recover, resume_colours
 from echobase.platform.durable.layer import AlertsReport, DurableError, unsupervised
+from echobase.platform.durable.routing import RoutingState
 from echobase.platform.monitoring.alerts import since_text
 from echobase.platform.release import (
     ReleaseError,
@@ -37,6 +39,14 @@ console = Console(stderr=True)
 EnvOpt = Annotated[str, typer.Option("--env", help="Durable environment: devlocal or ci.")]
 LockWaitOpt = Annotated[
     float, typer.Option("--lock-wait", help="Wait this long for another deploy's lock.")
+]
+PromoteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--promote",
+        help="Step the canary on ([analysis] steps, e.g. 10 -> 50 -> 100 %) while each "
+        "step passes its analysis.",
+    ),
 ]
 FAILURES = (
     DeployError,
@@ -69,8 +79,13 @@ def _progress(status: Any) -> Any:
     return progress
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+def _fail(exc: Exception, as_json: bool = False, url: str = "") -> typer.Exit:
+    """Exit 1 saying why; with --json, what was done before the failure too (a canary's
+    abort, a rollback), as the same JSON a success prints."""
+    console.print(f"[red]error:[/red] {escape(str(exc))}")
+    outcome = getattr(exc, "outcome", None)
+    if as_json and isinstance(outcome, Outcome):
+        typer.echo(json.dumps({**outcome.as_dict(), "url": url}))
     return typer.Exit(1)
 
 
@@ -81,9 +96,18 @@ def _report(outcome: Outcome, as_json: bool, url: str) -> None:
     console.print(
         f"{outcome.action}: {outcome.source} -> {outcome.target} ({outcome.release}) "
         f"{outcome.result} in {outcome.seconds:.1f}s"
-        + (f"\n  {outcome.detail}" if outcome.detail else "")
+        + (f"\n  {escape(outcome.detail)}" if outcome.detail else "")
+        + (f"\n  users: {weights_text(outcome.weights)}" if outcome.weights else "")
         + f"\n  live: {url}"
     )
+
+
+def weights_text(weights: dict[str, int] | None) -> str:
+    """``blue 90 % / green 10 %``; the colours without users left out."""
+    if not weights:
+        return "-"
+    shares = [f"{colour} {share} %" for colour, share in weights.items() if share]
+    return " / ".join(shares) or "nobody (no colour live)"
 
 
 def deploy(
@@ -103,16 +127,29 @@ def deploy(
     smoke_hook: Annotated[
         str | None, typer.Option(help="Extra smoke check command, run before and after.")
     ] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            "--canary",
+            min=1,
+            max=100,
+            help="Send this percent of users to the new colour (sticky per user) and watch "
+            "it against the live one, instead of switching everyone.",
+        ),
+    ] = None,
+    promote: PromoteOpt = False,
     lock_wait: LockWaitOpt = 0,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deploy a release to the idle colour, prove it, switch traffic, prove it again."""
+    """Deploy a release to the idle colour, prove it, switch traffic (or a canary's share),
+    prove it again, and watch it against the old colour ([analysis] in echobase.toml)."""
     bluegreen = _bluegreen(env, home)
     # A deploy starts a colour's servers only: the durable layer must already run.
     preflight_ports(bluegreen.stack, env, as_json, durable=False)
     with console.status("deploying") as status:
         bluegreen.progress = progress = _progress(status)
+        bluegreen.tick = status.update
         try:
             chosen = (
                 load_release(bluegreen.stack.home, release)
@@ -126,9 +163,12 @@ def deploy(
                 allow_contract=allow_contract,
                 lock_wait=lock_wait,
                 smoke_hook=smoke_hook,
+                canary=canary,
+                watch=bluegreen.stack.analysis,
+                promote=promote,
             )
         except FAILURES as exc:
-            raise _fail(exc) from None
+            raise _fail(exc, as_json, bluegreen.durable.plan.lb_url) from None
         progress("")
     _report(outcome, as_json, bluegreen.durable.plan.lb_url)
 
@@ -143,10 +183,14 @@ def _traffic(
     env: str, home: Path | None, as_json: bool, move: Callable[[BlueGreen], Outcome]
 ) -> None:
     bluegreen = _bluegreen(env, home)
-    try:
-        outcome = move(bluegreen)
-    except FAILURES as exc:
-        raise _fail(exc) from None
+    with console.status("routing") as status:
+        bluegreen.progress = progress = _progress(status)
+        bluegreen.tick = status.update
+        try:
+            outcome = move(bluegreen)
+        except FAILURES as exc:
+            raise _fail(exc, as_json, bluegreen.durable.plan.lb_url) from None
+        progress("")
     _report(outcome, as_json, bluegreen.durable.plan.lb_url)
 
 
@@ -157,8 +201,55 @@ def switch(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send production traffic to a colour (refused unless it runs healthy)."""
-    _traffic(env, home, as_json, lambda bg: bg.switch(check_colour(colour), lock_wait))
+    """Send production traffic to a colour (refused unless it runs healthy), then watch it
+    against the colour it replaced, switching back on a breach."""
+    _traffic(
+        env,
+        home,
+        as_json,
+        lambda bg: bg.switch(check_colour(colour), lock_wait, watch=bg.stack.analysis),
+    )
+
+
+def canary(
+    colour: Annotated[str, typer.Argument(help="blue or green: the idle colour")],
+    percent: Annotated[int, typer.Argument(min=1, max=100, help="Percent of users, 1-100.")],
+    promote: PromoteOpt = False,
+    env: EnvOpt = "devlocal",
+    lock_wait: LockWaitOpt = 0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a share of users to a colour (each user stays on one colour), watch it against
+    the live one, and abort by itself on a breach."""
+    _traffic(
+        env,
+        home,
+        as_json,
+        lambda bg: bg.canary(
+            check_colour(colour), percent, lock_wait, watch=bg.stack.analysis, promote=promote
+        ),
+    )
+
+
+def promote(
+    env: EnvOpt = "devlocal",
+    lock_wait: LockWaitOpt = 0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send everyone to the canary's colour (watched like any switch)."""
+    _traffic(env, home, as_json, lambda bg: bg.promote(lock_wait, watch=bg.stack.analysis))
+
+
+def abort(
+    env: EnvOpt = "devlocal",
+    lock_wait: LockWaitOpt = 0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send the canary's users back to the live colour."""
+    _traffic(env, home, as_json, lambda bg: bg.abort(lock_wait))
 
 
 def rollback(
@@ -185,6 +276,8 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
     alerts firing in the environment's Prometheus."""
     bluegreen = _bluegreen(env, home)
     live = bluegreen.live()
+    routed = bluegreen.routing()
+    weights = routed.weights() if routed is not None else None
     colours = []
     for colour in COLOURS:
         plan = bluegreen.running_plan(colour)
@@ -194,6 +287,7 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
             {
                 "colour": colour,
                 "live": colour == live,
+                "weight": weights[colour] if weights is not None else None,
                 "release": plan.release_id if plan else None,
                 "queueDepth": runtime.queue_depth(plan) if plan else None,
                 "services": [vars(s) for s in services],
@@ -209,6 +303,7 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
                 {
                     "env": env,
                     "live": live,
+                    "canary": _canary_dict(routed),
                     "colours": colours,
                     "unsupervised": unsupervised_programs,
                     # null (and why in alertsProblem) when Prometheus does not answer
@@ -228,17 +323,33 @@ def status(env: EnvOpt = "devlocal", home: HomeOpt = None, as_json: JsonOpt = Fa
             + ", ".join(f"{o.program} (pids {', '.join(map(str, o.pids))})" for o in orphans)
             + "; run `echobase up` to put them back under supervision"
         )
-    table = Table(title=f"{env}: live colour {live if live is not None else 'unknown'}")
-    columns = ("colour", "release", "service", "state", "pid", "port", "health", "queue", "problem")
+    title = f"{env}: live colour {live if live is not None else 'unknown'}"
+    if routed is not None and routed.canary is not None:
+        title += f" (canary: {routed.canary.colour} takes {routed.canary.percent} % of users)"
+    table = Table(title=title)
+    columns = (
+        "colour",
+        "users",
+        "release",
+        "service",
+        "state",
+        "pid",
+        "port",
+        "health",
+        "queue",
+        "problem",
+    )
     for column in columns:
         table.add_column(column)
     for entry in colours:
         mark = f"{entry['colour']}{' (live)' if entry['live'] else ''}"
+        share = "?" if entry["weight"] is None else f"{entry['weight']} %"
         if not entry["services"]:
-            table.add_row(mark, "-", "-", "not running", "", "", "", "")
+            table.add_row(mark, share, "-", "-", "not running", "", "", "", "")
         for index, service in enumerate(entry["services"]):
             table.add_row(
                 mark if index == 0 else "",
+                share if index == 0 else "",
                 str(entry["release"]) if index == 0 else "",
                 service["role"],
                 service["state"],
@@ -276,6 +387,12 @@ def _print_alerts(env: str, report: AlertsReport) -> None:
     out.print(table)
 
 
+def _canary_dict(routed: RoutingState | None) -> dict[str, Any] | None:
+    if routed is None or routed.canary is None:
+        return None
+    return {"colour": routed.canary.colour, "percent": routed.canary.percent}
+
+
 def _queue_cell(depth: int | None) -> str:
     return "[red]unknown: queue server down[/red]" if depth is None else str(depth)
 
@@ -286,14 +403,16 @@ def show_history(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deploys, switches, rollbacks and downs: when, who, from, to, release, result."""
+    """Deploys, switches, canaries, rollbacks and downs: when, who, from, to, release,
+    result, the users each colour had afterwards, and why."""
     bluegreen = _bluegreen(env, home)
     events = history.read(bluegreen.durable.plan.home, limit)
     if as_json:
         typer.echo(json.dumps([vars(e) for e in events]))
         return
     table = Table(title=f"{env} history")
-    for column in ("when", "who", "action", "from", "to", "release", "result", "seconds"):
+    columns = ("when", "who", "action", "from", "to", "release", "result", "seconds", "users")
+    for column in (*columns, "detail"):
         table.add_column(column)
     for e in events:
         table.add_row(
@@ -305,6 +424,8 @@ def show_history(
             e.release or "-",
             e.result,
             f"{e.seconds:.1f}",
+            weights_text(e.weights),
+            escape(e.detail),
         )
     Console().print(table)
 
@@ -376,6 +497,9 @@ def register(app: typer.Typer) -> None:
         (up, "up"),
         (deploy, "deploy"),
         (switch, "switch"),
+        (canary, "canary"),
+        (promote, "promote"),
+        (abort, "abort"),
         (rollback, "rollback"),
         (active, "active"),
         (status, "status"),

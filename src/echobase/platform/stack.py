@@ -8,6 +8,7 @@ system fits beside the first), then single ports set in ``echobase.toml`` (used 
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from echobase.platform.bluegreen.analysis import AnalysisSettings, AnalysisSettingsError
 from echobase.platform.monitoring.settings import (
     MonitoringSettings,
     MonitoringSettingsError,
@@ -140,6 +142,8 @@ class FileConfig:
     service_settings: dict[str, str]
     # Prometheus's intervals and the alerts' thresholds ([monitoring]).
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    # The canary steps and what the new colour may do before it is rolled back ([analysis]).
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
 
 
 # Set by the platform from the stack itself: a file must not point a service elsewhere.
@@ -169,6 +173,8 @@ def read_config_files(paths: list[Path]) -> FileConfig:
     settings: dict[str, str] = {}
     monitoring: dict[str, object] = {}
     watching = MonitoringSettings()
+    analysis: dict[str, object] = {}
+    judging = AnalysisSettings()
     for path in paths:
         if not path.is_file():
             continue
@@ -176,7 +182,7 @@ def read_config_files(paths: list[Path]) -> FileConfig:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise StackConfigError(f"{path}: {exc}") from None
-        extra = set(data) - {"port_offset", "ports", "services", "monitoring"}
+        extra = set(data) - {"port_offset", "ports", "services", "monitoring", "analysis"}
         if extra:
             raise StackConfigError(f"{path}: unknown settings {sorted(extra)}")
         if "port_offset" in data:
@@ -203,7 +209,15 @@ def read_config_files(paths: list[Path]) -> FileConfig:
             watching = MonitoringSettings.from_table(monitoring)
         except MonitoringSettingsError as exc:
             raise StackConfigError(f"{path}: {exc}") from None
-    return FileConfig(offset, merged, settings, watching)
+        table = data.get("analysis", {})
+        if not isinstance(table, dict):
+            raise StackConfigError(f"{path}: [analysis] must be a table")
+        analysis.update(table)
+        try:
+            judging = AnalysisSettings.from_table(analysis)
+        except AnalysisSettingsError as exc:
+            raise StackConfigError(f"{path}: {exc}") from None
+    return FileConfig(offset, merged, settings, watching, judging)
 
 
 def render_ports_toml(overrides: Mapping[str, Mapping[str, int]]) -> str:
@@ -213,6 +227,25 @@ def render_ports_toml(overrides: Mapping[str, Mapping[str, int]]) -> str:
         lines.append(f"[ports.{owner}]")
         lines += [f"{key} = {port}" for key, port in ports.items()]
     return "\n".join(lines) + "\n"
+
+
+def render_config_toml(
+    ports: Mapping[str, Mapping[str, int]],
+    services: Mapping[str, str] | None = None,
+    **tables: Mapping[str, object] | None,
+) -> str:
+    """An ``echobase.toml`` of ports, service settings and numeric tables (``monitoring``,
+    ``analysis``), for a private system in a test or benchmark."""
+    text = render_ports_toml(ports)
+    if services:
+        text += "[services]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in services.items())
+    for name, table in tables.items():
+        if table:
+            text += f"[{name}]\n" + "".join(
+                f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}\n"
+                for k, v in table.items()
+            )
+    return text
 
 
 def free_port_overrides(pick: Callable[[int], list[int]]) -> dict[str, dict[str, int]]:
@@ -263,6 +296,7 @@ class Stack:
     host: str = HOST
     service_settings: Mapping[str, str] = field(default_factory=dict)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
 
     @classmethod
     def load(
@@ -284,6 +318,7 @@ class Stack:
             HOST,
             config.service_settings,
             config.monitoring,
+            config.analysis,
         )
 
     # --- state directory --------------------------------------------------------------

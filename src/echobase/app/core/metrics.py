@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from echobase.app.core.exemplars import trace_exemplar
 from echobase.app.core.exposition import metrics_response
+from echobase.app.core.names import METRICS_PATH as METRICS_PATH  # its home before names
 
 ORDERS_ACCEPTED = Counter("echobase_orders_accepted_total", "Orders queued by the gateway")
 ORDERS_STORED = Counter("echobase_orders_stored_total", "Orders written by the processor")
@@ -34,9 +35,6 @@ def observe_with_trace(histogram: Histogram, seconds: float) -> None:
     Meant for the single-process processor: in multiprocess mode prometheus_client drops
     exemplars, and ``http_metrics`` shows how a gateway worker keeps them instead."""
     histogram.observe(seconds, trace_exemplar())
-
-
-METRICS_PATH = "/metrics"
 
 
 def metrics(request: Request) -> Response:

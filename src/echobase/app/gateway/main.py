@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
@@ -30,6 +31,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or gateway_settings()
     configure_logging("api-gateway", settings.colour, settings.log_level, settings.release)
     tracing = configure_tracing("api-gateway", settings)
+    if settings.fault_order_error_ratio:
+        structlog.get_logger().warning(
+            "fault injection is on: a share of orders answers 500",
+            fault_order_error_ratio=settings.fault_order_error_ratio,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

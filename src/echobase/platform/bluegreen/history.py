@@ -14,13 +14,14 @@ from pathlib import Path
 class Event:
     at: str
     who: str
-    action: str  # deploy | switch | rollback | down
+    action: str  # deploy | switch | rollback | down | canary | promote | abort
     source: str  # the live colour before ("none" at first)
     target: str
     release: str | None
     result: str  # ok | failed | rolled back
     seconds: float
     detail: str = ""
+    weights: dict[str, int] | None = None  # percent of users per colour afterwards
 
 
 def record(
@@ -32,6 +33,7 @@ def record(
     result: str,
     seconds: float,
     detail: str = "",
+    weights: dict[str, int] | None = None,
 ) -> Event:
     event = Event(
         at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -43,6 +45,7 @@ def record(
         result=result,
         seconds=round(seconds, 2),
         detail=detail,
+        weights=weights,
     )
     path = directory / "history.jsonl"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

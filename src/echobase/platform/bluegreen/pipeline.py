@@ -1,12 +1,15 @@
-"""Deploy, switch, rollback and down for one durable environment.
+"""Deploy, switch, canary, rollback and down for one durable environment.
 
 The live colour is whatever nginx serves at ``/.active-env``; nothing else decides it. A
-deploy goes to the other colour, proves it on its direct port, switches nginx, proves it
-again through the production URL and switches back by itself if that fails."""
+deploy goes to the other colour, proves it on its direct port, switches nginx (all traffic,
+or a canary's share of users), proves it again through the production URL, watches it
+against the old colour in Prometheus for a while (see analysis.py), and switches back by
+itself if any of that fails."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,10 +18,12 @@ from typing import Any
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform import contract
-from echobase.platform.bluegreen import event_metrics, history, smoke
+from echobase.platform.bluegreen import analysis, event_metrics, history, smoke
+from echobase.platform.bluegreen.analysis import AnalysisSettings, Verdict
 from echobase.platform.bluegreen.lock import deploy_lock
-from echobase.platform.durable import credentials, nginx
+from echobase.platform.durable import credentials, nginx, routing
 from echobase.platform.durable.layer import DurableLayer
+from echobase.platform.durable.routing import Canary, RoutingState
 from echobase.platform.ephemeral.colour import ColourRuntime, DrainReport
 from echobase.platform.ephemeral.plan import ColourPlan, other_colour
 from echobase.platform.release import Release, load_release
@@ -30,7 +35,12 @@ CONFIRM_SECONDS = 5.0
 
 
 class DeployError(RuntimeError):
-    """A step failed or was refused; the message says which and what to do."""
+    """A step failed or was refused; the message says which and what to do. ``outcome``:
+    what was done before it failed, as recorded in the history (None: nothing was)."""
+
+    def __init__(self, message: str, outcome: Outcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def target_colour(live: str, asked: str | None = None) -> str:
@@ -54,6 +64,7 @@ class Outcome:
     steps: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     detail: str = ""
+    weights: dict[str, int] | None = None  # percent of users per colour afterwards
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +76,7 @@ class Outcome:
             "seconds": round(self.seconds, 2),
             "steps": self.steps,
             "detail": self.detail,
+            "weights": self.weights,
         }
 
 
@@ -73,6 +85,7 @@ class BlueGreen:
         self.stack = stack
         self.env = env
         self.progress = progress
+        self.tick: Progress = _quiet  # how a long step is going (the analysis)
         self.durable = DurableLayer(stack, env)
 
     # --- what is where -------------------------------------------------------------------
@@ -80,6 +93,17 @@ class BlueGreen:
     def live(self) -> str | None:
         """ "blue", "green" or "none" as nginx serves it; None when nginx does not answer."""
         return self.durable.active()
+
+    def routing(self) -> RoutingState | None:
+        """Where traffic goes as nginx answers ``/.routing`` (the canary's seed left out);
+        None when nginx does not answer."""
+        body = self.durable.get(nginx.ROUTING_PATH)
+        if body is None:
+            return None
+        try:
+            return routing.parse_weights_answer(body)
+        except ValueError:
+            return None
 
     def live_or_fail(self) -> str:
         live = self.live()
@@ -133,35 +157,56 @@ class BlueGreen:
 
     # --- switch -------------------------------------------------------------------------
 
-    def _point_nginx(self, colour: str | None) -> float:
+    def _route(self, state: RoutingState | str | None) -> float:
         """Write the routing state nginx reads per request, and wait until it answers so.
         No reload: every worker routes the next request by the new state. Returns seconds."""
         started = time.monotonic()
-        spec = self.durable.plan.load_balancer(colour)
+        wanted = state if isinstance(state, RoutingState) else RoutingState(state)
+        spec = self.durable.plan.load_balancer(None)
         try:
-            nginx.set_live(spec, colour)
+            nginx.set_routing(spec, wanted)
         except OSError as exc:
             raise DeployError(f"routing state not written: {exc}") from None
-        wanted = colour or "none"
         deadline = time.monotonic() + CONFIRM_SECONDS
-        while self.live() != wanted:
+        while True:
+            answered = self.routing()
+            if answered is not None and (answered.live, answered.weights()) == (
+                wanted.live,
+                wanted.weights(),
+            ):
+                return time.monotonic() - started
             if time.monotonic() > deadline:
-                raise DeployError(f"nginx did not report {wanted} within {CONFIRM_SECONDS:.0f}s")
+                raise DeployError(
+                    f"nginx did not route by {routing.state_text(wanted).strip()} within "
+                    f"{CONFIRM_SECONDS:.0f}s"
+                )
             time.sleep(0.02)
-        return time.monotonic() - started
 
-    def switch(self, target: str, lock_wait: float = 0, action: str = "switch") -> Outcome:
+    def _stored_routing(self) -> RoutingState:
+        """The state as written, seed included (what a canary's next step keeps)."""
+        return nginx.current_routing(self.durable.plan.load_balancer(None))
+
+    def switch(
+        self,
+        target: str,
+        lock_wait: float = 0,
+        action: str = "switch",
+        watch: AnalysisSettings | None = None,
+    ) -> Outcome:
         check_colour(target)
         with deploy_lock(self.durable.plan.home, lock_wait):
-            return self._switch(target, action)
+            return self._switch(target, action, watch)
 
-    def _switch(self, target: str, action: str) -> Outcome:
-        """A switch, under the deploy lock the caller holds."""
+    def _switch(self, target: str, action: str, watch: AnalysisSettings | None = None) -> Outcome:
+        """A switch, under the deploy lock the caller holds. A canary, if any, ends: its
+        users move with everyone else. ``watch``: compare ``target`` against the colour it
+        replaced for the analysis window after, and switch back on a breach."""
         started = time.monotonic()
         live = self.live_or_fail()
+        current = self._stored_routing()
         plan = self.running_plan(target)
         outcome = Outcome(action, live, target, plan.release_id if plan else None)
-        if target == live:
+        if target == current.live and current.canary is None:
             outcome.detail = f"{target} is already live"
         else:
             refused = self.unhealthy(target)
@@ -172,12 +217,195 @@ class BlueGreen:
                     "(see `echobase status`)"
                 )
             self.progress(f"switching {live} -> {target}")
-            outcome.steps.append({"step": "switch", "seconds": self._point_nginx(target)})
+            outcome.steps.append({"step": "switch", "seconds": self._route(target)})
+            if watch is not None and current.live in COLOURS and current.live != target:
+                try:
+                    self._watch_after_switch(outcome, target, current.live, watch)
+                except DeployError as exc:
+                    outcome.seconds = time.monotonic() - started
+                    self._record(outcome)
+                    raise DeployError(str(exc), outcome) from None
         outcome.seconds = time.monotonic() - started
         self._record(outcome)
         return outcome
 
+    # --- canary -------------------------------------------------------------------------
+
+    def canary(
+        self,
+        colour: str,
+        percent: int,
+        lock_wait: float = 0,
+        watch: AnalysisSettings | None = None,
+        promote: bool = False,
+    ) -> Outcome:
+        """Send ``percent`` of users to ``colour`` (the idle one), watch it against the live
+        colour for a step, and, with ``promote``, step on (the settings' steps) to 100 %.
+        A breach sends everyone back to the live colour and raises DeployError."""
+        check_colour(colour)
+        _check_percent(percent)
+        with deploy_lock(self.durable.plan.home, lock_wait):
+            started = time.monotonic()
+            current = self._stored_routing()
+            plan = self.running_plan(colour)
+            outcome = Outcome("canary", _colour_name(current.live), colour, _release(plan))
+            try:
+                if current.live is None:
+                    raise DeployError(
+                        "nothing is live, so there is nothing to compare a canary with: "
+                        f"switch to {colour} instead"
+                    )
+                if colour == current.live:
+                    raise DeployError(f"{colour} is live; a canary sends users to the other colour")
+                refused = self.unhealthy(colour)
+                if refused:
+                    raise DeployError(
+                        f"{colour} is not running healthy against {self.env}: "
+                        f"{'; '.join(refused)}; refusing to send users to it"
+                    )
+                self._canary_steps(
+                    outcome, colour, current.live, _steps(percent, promote, watch), watch
+                )
+            except DeployError as exc:
+                outcome.result = outcome.result if outcome.result != "ok" else "failed"
+                outcome.detail = outcome.detail or str(exc)
+                outcome.seconds = time.monotonic() - started
+                self._record(outcome)
+                raise DeployError(str(exc), outcome) from None
+            outcome.seconds = time.monotonic() - started
+            self._record(outcome)
+            return outcome
+
+    def promote(self, lock_wait: float = 0, watch: AnalysisSettings | None = None) -> Outcome:
+        """Everyone to the canary's colour (a full switch, watched like one)."""
+        current = self._stored_routing()
+        if current.canary is None:
+            raise DeployError("no canary runs: nothing to promote (see `echobase status`)")
+        return self.switch(current.canary.colour, lock_wait, action="promote", watch=watch)
+
+    def abort(self, lock_wait: float = 0, reason: str = "aborted by hand") -> Outcome:
+        """Everyone back to the live colour; the canary's colour keeps running, idle."""
+        with deploy_lock(self.durable.plan.home, lock_wait):
+            started = time.monotonic()
+            current = self._stored_routing()
+            if current.canary is None:
+                raise DeployError("no canary runs: nothing to abort (see `echobase status`)")
+            outcome = Outcome("abort", _colour_name(current.live), _colour_name(current.live), None)
+            outcome.steps.append({"step": "route", "seconds": self._route(current.live)})
+            outcome.detail = f"{current.canary.colour} had {current.canary.percent} %: {reason}"
+            outcome.seconds = time.monotonic() - started
+            self._record(outcome)
+            return outcome
+
+    def _canary_steps(
+        self,
+        outcome: Outcome,
+        colour: str,
+        live: str,
+        percents: list[int],
+        watch: AnalysisSettings | None,
+    ) -> int:
+        """Route each share in turn, watching each below 100 %; returns the share reached.
+        A breach routes everyone back to ``live`` and raises DeployError; an inconclusive
+        step stops there (the canary stays, for a person to promote or abort)."""
+        seed = self._stored_routing().canary
+        keep = seed.seed if seed is not None and seed.colour == colour else secrets.randbelow(100)
+        reached = 0
+        for percent in percents:
+            if percent >= 100:
+                self._step(outcome, f"switch {live} -> {colour}", lambda: self._route(colour))
+                return 100
+            state = RoutingState(live, Canary(colour, percent, keep))
+            self._step(
+                outcome,
+                f"canary: {colour} takes {percent} % of users",
+                lambda state=state: self._route(state),
+            )  # type: ignore[misc]
+            reached = percent
+            if watch is None or watch.step_seconds <= 0:
+                continue
+            verdict = self._analyse(outcome, colour, live, watch, watch.step_seconds)
+            if verdict is None or verdict.result == "inconclusive":
+                why = verdict.reasons[0] if verdict else "Prometheus did not answer"
+                outcome.detail = (
+                    f"{colour} stays at {percent} % (not promoted: {why}); "
+                    "`echobase promote` or `echobase abort`"
+                )
+                return percent
+            if verdict.result == "fail":
+                self.progress(f"canary failed its analysis: everyone back to {live}")
+                self._route(live)
+                outcome.result = "aborted"
+                outcome.detail = f"{colour} at {percent} %: " + "; ".join(verdict.reasons)
+                raise DeployError(
+                    f"canary aborted, everyone is back on {live}: " + "; ".join(verdict.reasons)
+                )
+        if reached:
+            outcome.detail = outcome.detail or (
+                f"{colour} takes {reached} % of users; `echobase promote` or `echobase abort`"
+            )
+        return reached
+
+    def _watch_after_switch(
+        self, outcome: Outcome, target: str, old: str, watch: AnalysisSettings
+    ) -> None:
+        """Watch ``target`` against ``old`` for the window after a full switch; switch back
+        to ``old`` on a breach (DeployError)."""
+        if watch.after_switch_seconds <= 0:
+            return
+        verdict = self._analyse(outcome, target, old, watch, watch.after_switch_seconds)
+        if verdict is None or verdict.result != "fail":
+            return
+        self.progress(f"{target} failed its analysis: switching back to {old}")
+        self._route(old)
+        outcome.result = "rolled back"
+        outcome.detail = "analysis after the switch: " + "; ".join(verdict.reasons)
+        raise DeployError(f"switched back to {old}: " + "; ".join(verdict.reasons))
+
+    def _analyse(
+        self,
+        outcome: Outcome,
+        new: str,
+        old: str,
+        watch: AnalysisSettings,
+        window: float,
+    ) -> Verdict | None:
+        """Compare ``new`` with ``old`` in Prometheus for ``window`` seconds, as a step of
+        ``outcome``; None (and why, in the step) when Prometheus does not answer."""
+        url, env = self.durable.plan.prometheus.local_url, self.env
+        self.progress(f"analysis: {new} against {old} for {window:.0f}s")
+        begun = time.monotonic()
+        step: dict[str, Any] = {"step": f"analysis of {new} against {old}"}
+        outcome.steps.append(step)
+        try:
+            at_start = analysis.sample(url, env, new, watch.interval_seconds).dead_letters
+
+            def pair(elapsed: float) -> tuple[analysis.ColourSample, analysis.ColourSample]:
+                return (
+                    analysis.sample(url, env, new, elapsed),
+                    analysis.sample(url, env, old, elapsed),
+                )
+
+            def tick(verdict: Verdict, elapsed: float) -> None:
+                self.tick(f"analysis {elapsed:.0f}/{window:.0f}s: {verdict.summary()}")
+
+            verdict = analysis.watch(pair, new, old, watch, window, at_start, tick)
+        except analysis.AnalysisError as exc:
+            step.update(
+                seconds=round(time.monotonic() - begun, 3), result="not run", detail=str(exc)
+            )
+            return None
+        step.update(
+            seconds=round(time.monotonic() - begun, 3),
+            result=verdict.result,
+            detail=verdict.summary(),
+            reasons=list(verdict.reasons),
+        )
+        return verdict
+
     def rollback(self, lock_wait: float = 0) -> Outcome:
+        if self._stored_routing().canary is not None:
+            return self.abort(lock_wait, reason="rolled back")
         live = self.live_or_fail()
         if live == "none":
             raise DeployError("nothing is live, so there is nothing to roll back from")
@@ -202,8 +430,16 @@ class BlueGreen:
         lock_wait: float = 0,
         smoke_hook: str | None = None,
         health_timeout: float = 60,
+        canary: int | None = None,
+        watch: AnalysisSettings | None = None,
+        promote: bool = False,
     ) -> Outcome:
+        """``canary``: send that percent of users to the new colour instead of everyone
+        (``promote``: then step on to 100 %); ``watch``: the analysis after the switch and
+        of each canary step."""
         started = time.monotonic()
+        if canary is not None:
+            _check_percent(canary)
         live = self.live_or_fail()
         target = (
             check_colour(colour) if colour else ("green" if live == "none" else other_colour(live))
@@ -211,17 +447,33 @@ class BlueGreen:
         outcome = Outcome("deploy", live, target, release.id)
         if target == live:
             raise DeployError(f"{target} is live: deploy to the idle colour, or switch first")
+        if canary is not None and live not in COLOURS:
+            raise DeployError(
+                "nothing is live, so there is nothing to compare a canary with: "
+                "deploy without --canary first"
+            )
         with deploy_lock(self.durable.plan.home, lock_wait):
+            if self._stored_routing().canary is not None:
+                raise DeployError(
+                    "a canary runs: `echobase promote` or `echobase abort` it before deploying"
+                )
             try:
                 self._deploy_steps(
-                    outcome, release, switch, allow_contract, smoke_hook, health_timeout
+                    outcome,
+                    release,
+                    switch,
+                    allow_contract,
+                    smoke_hook,
+                    health_timeout,
+                    _steps(canary, promote, watch) if canary is not None else None,
+                    watch,
                 )
             except (DeployError, ServiceFailed, smoke.SmokeFailed) as exc:
                 outcome.result = outcome.result if outcome.result != "ok" else "failed"
                 outcome.detail = str(exc)
                 outcome.seconds = time.monotonic() - started
                 self._record(outcome)
-                raise DeployError(str(exc)) from None
+                raise DeployError(str(exc), outcome) from None
             outcome.seconds = time.monotonic() - started
             self._record(outcome)
         return outcome
@@ -241,6 +493,8 @@ class BlueGreen:
         allow_contract: bool,
         smoke_hook: str | None,
         health_timeout: float,
+        canary_steps: list[int] | None = None,
+        watch: AnalysisSettings | None = None,
     ) -> None:
         live, target = outcome.source, outcome.target
         database = self.database()
@@ -274,7 +528,12 @@ class BlueGreen:
             if not switch:
                 outcome.detail = f"{target} is ready on {target_plan.direct_url}; not switched"
                 return
-            self._step(outcome, f"switch {live} -> {target}", lambda: self._point_nginx(target))
+            if canary_steps is not None:
+                reached = self._canary_steps(outcome, target, live, canary_steps, watch)
+                if reached < 100:
+                    return
+            else:
+                self._step(outcome, f"switch {live} -> {target}", lambda: self._route(target))
             try:
                 self._step(
                     outcome,
@@ -284,11 +543,13 @@ class BlueGreen:
             except smoke.SmokeFailed as exc:
                 back = live if live in COLOURS else None
                 self.progress(f"post-promotion smoke failed: switching back to {live}")
-                self._point_nginx(back)
+                self._route(back)
                 outcome.result = "rolled back"
                 raise DeployError(
                     f"post-promotion smoke test failed, switched back to {live}: {exc}"
                 ) from None
+            if watch is not None and live in COLOURS:
+                self._watch_after_switch(outcome, target, live, watch)
         finally:
             smoke.remove_user(database, user.username)
 
@@ -413,6 +674,7 @@ class BlueGreen:
         return self.deploy(release)
 
     def _record(self, outcome: Outcome) -> None:
+        outcome.weights = self._stored_routing().weights()
         history.record(
             self.durable.plan.home,
             outcome.action,
@@ -422,6 +684,7 @@ class BlueGreen:
             outcome.result,
             outcome.seconds,
             outcome.detail,
+            outcome.weights,
         )
         lb = self.durable.plan.load_balancer(None)
         try:
@@ -445,3 +708,25 @@ def _run_json(python: Any, *args: str) -> dict[str, Any]:
         return dict(json.loads(result.stdout))
     except ValueError:
         raise DeployError(f"migration tool `{args[0]}` printed no JSON") from None
+
+
+def _check_percent(percent: int) -> None:
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
+        raise DeployError(f"a canary's share is a whole percent, 1-100, not {percent!r}")
+
+
+def _steps(percent: int, promote: bool, watch: AnalysisSettings | None) -> list[int]:
+    """The shares a canary goes through: the one asked for, then (promoting) the settings'
+    larger steps up to 100."""
+    if not promote:
+        return [percent]
+    later = (watch or AnalysisSettings()).steps
+    return [percent, *(step for step in later if step > percent)]
+
+
+def _colour_name(colour: str | None) -> str:
+    return colour or "none"
+
+
+def _release(plan: ColourPlan | None) -> str | None:
+    return plan.release_id if plan else None

@@ -161,8 +161,8 @@ class DurableLayer:
             )
 
     def _setup_load_balancer(self, secrets: DurableSecrets) -> None:
-        current = nginx.current_active(self.plan.load_balancer(None))
-        spec = self.plan.load_balancer(current)
+        current = nginx.current_routing(self.plan.load_balancer(None))
+        spec = self.plan.load_balancer(current.active)
         nginx.prepare(spec)
         # Before nginx serves it: the deploy counters, rebuilt from the history if lost.
         event_metrics.publish(self.plan.home, spec.platform_events_file)
@@ -265,12 +265,18 @@ class DurableLayer:
 
     def active(self) -> str | None:
         """The live colour as nginx serves it; None when nginx does not answer."""
+        body = self.get("/.active-env")
+        return None if body is None else body.strip()
+
+    def get(self, path: str) -> str | None:
+        """What the load balancer answers at ``path`` (its own endpoints); None when it
+        does not answer."""
         try:
             with urllib.request.urlopen(  # noqa: S310 - loopback
-                f"{self.plan.lb_url}/.active-env", timeout=2, context=self.tls_context()
+                f"{self.plan.lb_url}{path}", timeout=2, context=self.tls_context()
             ) as response:
-                return response.read().decode().strip()
-        except (OSError, ssl.SSLError):
+                return str(response.read().decode())
+        except (OSError, ssl.SSLError, UnicodeDecodeError):
             return None
 
     # --- teardown ---------------------------------------------------------------------

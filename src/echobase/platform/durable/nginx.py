@@ -5,7 +5,7 @@ Which colour is live is not in the config: nginx reads it per request from the r
 state (see routing.py), so a switch reloads nothing. The config says how to route; every
 route that depends on the colour reads ``$echobase_live``, and ``GET /.active-env`` answers
 it. Rendering is pure; :func:`apply_config` is the thin step that validates a new file with
-``nginx -t`` before it replaces the current one, and :func:`set_live` switches.
+``nginx -t`` before it replaces the current one, and :func:`set_routing` switches.
 
 Every file here is the state directory's owner's, 0600 in 0700 directories: nginx's workers
 run as that same owner (see ``plan.nginx_worker_user``), so they read the htpasswd file and
@@ -29,7 +29,7 @@ import bcrypt
 
 from echobase.app.core.names import MCP_PATH
 from echobase.platform.durable import routing
-from echobase.platform.durable.routing import COLOURS, NO_COLOUR
+from echobase.platform.durable.routing import COLOURS, NO_COLOUR, RoutingState
 from echobase.platform.runtime.files import fsync_path, write_private, write_private_if_changed
 
 # Debian's libnginx-mod-http-js: per-request routing from the routing state (see routing.py).
@@ -86,6 +86,10 @@ HTPASSWD_BCRYPT_ROUNDS = 8
 PLATFORM_METRICS_PATH = "/.platform-metrics"
 _PLATFORM_EVENTS_PATH = "/.platform-events"
 LIVE_COLOUR_METRIC = "echobase_live_colour"
+
+# The weights of both colours: {"active": ..., "live": ..., "weights": {...}, "canary": ...}.
+ROUTING_PATH = "/.routing"
+TRAFFIC_WEIGHT_METRIC = "echobase_colour_traffic_percent"
 
 _NO_COLOUR_LIVE_PATH = "/.no-colour-live"
 # How earlier versions recorded the live colour in the config (read once, to carry it over).
@@ -331,12 +335,17 @@ def _security_headers(https: bool) -> list[str]:
     return headers
 
 
-def _headers(indent: str, https: bool, served_by: str | None = None) -> list[str]:
+def _headers(
+    indent: str, https: bool, served_by: str | None = None, bucket_cookie: bool = False
+) -> list[str]:
     # Any add_header in a location replaces every inherited one, so each location that adds a
     # header of its own repeats the security headers.
     lines = [indent + line for line in _security_headers(https)]
     if served_by is not None:
         lines.append(f'{indent}add_header X-Served-By "{served_by}" always;')
+    if bucket_cookie:
+        # Empty (so not sent) unless a canary runs and the user has no bucket yet.
+        lines.append(f"{indent}add_header Set-Cookie ${routing.COOKIE_VARIABLE} always;")
     return lines
 
 
@@ -409,7 +418,14 @@ def _https_server(spec: LoadBalancerSpec) -> list[str]:
         "            default_type text/plain;",
         *_headers(i3, https=True),
         '            add_header Cache-Control "no-store" always;',
-        '            return 200 "$echobase_live\\n";',
+        f'            return 200 "${routing.ACTIVE_VARIABLE}\\n";',
+        "        }",
+        # The weights (and the canary, if any), as JSON read from the same state.
+        f"        location = {ROUTING_PATH} {{",
+        "            default_type application/json;",
+        *_headers(i3, https=True),
+        '            add_header Cache-Control "no-store" always;',
+        f"            return 200 '${routing.WEIGHTS_VARIABLE}\\n';",
         "        }",
         "",
         # The services' metrics are for Prometheus, which scrapes them on their own ports;
@@ -473,7 +489,7 @@ def _platform_metrics_maps() -> list[str]:
     ]
     for colour in COLOURS:
         lines += [
-            f"    map $echobase_live $echobase_live_{colour} {{",
+            f"    map ${routing.ACTIVE_VARIABLE} $echobase_live_{colour} {{",
             f"        {colour} 1;",
             "        default 0;",
             "    }",
@@ -482,13 +498,19 @@ def _platform_metrics_maps() -> list[str]:
 
 
 def platform_metrics_body() -> str:
-    """What ``return`` answers at PLATFORM_METRICS_PATH, as nginx config text: the gauge read
-    from $echobase_live (the record itself, so it never disagrees with routing), then the
+    """What ``return`` answers at PLATFORM_METRICS_PATH, as nginx config text: the gauges read
+    from the routing state (the record itself, so they never disagree with routing), then the
     counters file; a missing file includes nothing rather than an error page."""
     gauge = [
-        f"# HELP {LIVE_COLOUR_METRIC} 1 for the colour live traffic goes to, 0 for the other",
+        f"# HELP {LIVE_COLOUR_METRIC} 1 for the colour most users go to, 0 for the other",
         f"# TYPE {LIVE_COLOUR_METRIC} gauge",
         *(f'{LIVE_COLOUR_METRIC}{{colour="{c}"}} $echobase_live_{c}' for c in COLOURS),
+        f"# HELP {TRAFFIC_WEIGHT_METRIC} percent of users each colour serves (a canary: both)",
+        f"# TYPE {TRAFFIC_WEIGHT_METRIC} gauge",
+        *(
+            f'{TRAFFIC_WEIGHT_METRIC}{{colour="{c}"}} ${routing.weight_variable(c)}'
+            for c in COLOURS
+        ),
     ]
     include = (
         '<!--# block name="no_events" --><!--# endblock -->'
@@ -571,9 +593,10 @@ def _colour_routes(
 ) -> list[str]:
     """One colour as a browser sees it: its API gateway's routes, and its app's files with
     the SPA fallback (any other path is index.html, which routes on the client).
-    ``closed_when_none``: the colour is $echobase_live, which may be "none"; then every
-    route answers the 503 of _NO_COLOUR_LIVE_PATH (a rewrite in an "if", one of its safe
-    uses)."""
+    ``closed_when_none``: production's routes. The colour is $echobase_live, which may be
+    "none"; then every route answers the 503 of _NO_COLOUR_LIVE_PATH (a rewrite in an "if",
+    one of its safe uses). During a canary they also give a user without one a bucket
+    cookie."""
     inner = indent + "    "
     closed = (
         [
@@ -595,7 +618,7 @@ def _colour_routes(
             # default) and 91,068 B at 6; gzip -9 of the same files is 88,386 B.
             f"{inner}gzip_comp_level 6;",
             f"{inner}gzip_types {' '.join(COMPRESSED_TYPES)};",
-            *_headers(inner, https, served_by),
+            *_headers(inner, https, served_by, bucket_cookie=closed_when_none),
         ]
         lines.append(
             f'{inner}add_header Content-Security-Policy "{CONTENT_SECURITY_POLICY}" always;'
@@ -609,7 +632,7 @@ def _colour_routes(
         f"{indent}location ~ {GATEWAY_ROUTES} {{",
         *closed,
         *_proxy(inner, upstream),
-        *_headers(inner, https, served_by),
+        *_headers(inner, https, served_by, bucket_cookie=closed_when_none),
         f"{inner}error_page 502 503 504 = @unavailable_{name};",
         f"{indent}}}",
         *_json_error(
@@ -783,33 +806,38 @@ def install_certificate(spec: LoadBalancerSpec, cert_pem: str, key_pem: str) -> 
     write_private(spec.key_file, key_pem)
 
 
-def current_active(spec: LoadBalancerSpec) -> str | None:
-    """The colour traffic goes to: the routing state as nginx reads it, or, in a home an
-    earlier version set up, the colour its config recorded."""
-    found, live = routing.read_state(spec.routing)
-    if found:
-        return live
+def current_routing(spec: LoadBalancerSpec) -> RoutingState:
+    """Where traffic goes: the routing state as nginx reads it, or, in a home an earlier
+    version set up, the colour its config recorded."""
+    state = routing.read_state(spec.routing)
+    if state is not None:
+        return state
     try:
-        return legacy_active(spec.config_path.read_text())
+        return RoutingState(legacy_active(spec.config_path.read_text()))
     except (FileNotFoundError, ValueError):
-        return None
+        return RoutingState(None)
 
 
-def install_routing(spec: LoadBalancerSpec, live: str | None) -> bool:
-    """The routing script, and a routing state when there is none (``live``: carried over
+def current_active(spec: LoadBalancerSpec) -> str | None:
+    """The colour most users go to (what ``/.active-env`` answers)."""
+    return current_routing(spec).active
+
+
+def install_routing(spec: LoadBalancerSpec, state: RoutingState) -> bool:
+    """The routing script, and a routing state when there is none (``state``: carried over
     from the record found). True when the script changed: nginx loads it with its config,
     so only a reload makes it current."""
     changed = write_private_if_changed(spec.routing.script, routing.render_script(spec.routing))
-    if not routing.read_state(spec.routing)[0]:
-        routing.write_state(spec.routing, live)
+    if routing.read_state(spec.routing) is None:
+        routing.write_state(spec.routing, state)
     return changed
 
 
-def set_live(spec: LoadBalancerSpec, live: str | None) -> bool:
-    """Send traffic to ``live`` from the next request on, without a reload. True if it
-    changed."""
+def set_routing(spec: LoadBalancerSpec, state: RoutingState | str | None) -> bool:
+    """Route by ``state`` (a colour alone: all traffic to it) from the next request on,
+    without a reload. True if it changed."""
     with _locked(spec):
-        return routing.write_state(spec.routing, live)
+        return routing.write_state(spec.routing, state)
 
 
 def apply_config(spec: LoadBalancerSpec, reload: Callable[[], None]) -> None:

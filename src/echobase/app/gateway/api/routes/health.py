@@ -6,11 +6,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from echobase import __version__
+from echobase.app.core.names import HEALTH_PATH
 from echobase.app.gateway.api.deps import Context
 from echobase.app.messages import utc_now_iso
 
 router = APIRouter(tags=["health"])
-PATH = "/health"
+PATH = HEALTH_PATH
 
 
 @router.get(PATH)

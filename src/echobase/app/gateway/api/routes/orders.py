@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -28,6 +29,9 @@ async def submit_order(
 ) -> dict[str, Any]:
     if not ctx.catalog.loaded:
         raise unavailable("Product catalogue not loaded yet; please retry")
+    fault = ctx.settings.fault_order_error_ratio
+    if fault and random.random() < fault:
+        raise ApiError(500, "Internal Server Error", "Injected fault (fault_order_error_ratio)")
     product = ctx.catalog.get(body.productId)
     if product is None:
         raise ApiError(400, "Invalid product", f"Product with ID {body.productId} not found")
