@@ -1,7 +1,8 @@
 """Canary releases for real: nginx, both colours' gateways and processors, MariaDB and a
 Prometheus scraping every second, with users ordering through the load balancer.
 
-A bad release (its gateway answers 500 to half of the orders) deployed as a 10 % canary
+A bad release (its gateway answers 500 to half of the orders of more than one item, a bug
+its one-item smoke test cannot see) deployed as a 10 % canary
 with step-by-step promotion asked for is aborted by the analysis at 10 %: only users in the
 canary's buckets ever saw an error, and every order answered 201 is stored exactly once. A
 good release passes every step to 100 %. The commands (canary, promote, abort) and what

@@ -91,9 +91,10 @@ class GatewaySettings(ServiceSettings):
     mcp_key_secret_name: str = DEFAULT_MCP_KEY_SECRET
     # A login waits at most this long for recommendations, then answers without them.
     mcp_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
-    # For tests and benchmarks only: this share of order submissions answers 500 before
-    # anything is queued (nothing acknowledged, so nothing lost): a bad release on demand,
-    # to prove a canary's analysis catches one. Off unless set; the gateway warns when on.
+    # For tests and benchmarks only: this share of the orders of more than one item
+    # answers 500 before anything is queued (nothing acknowledged, so nothing lost). A bad
+    # release on demand, with the kind of bug a one-item smoke test does not see and a
+    # canary's analysis must. Off unless set; the gateway warns when on.
     fault_order_error_ratio: float = Field(default=0.0, ge=0, le=1)
 
     _split = field_validator("allowed_origins", "trusted_proxies", mode="before")(_split_csv)

@@ -33,7 +33,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     tracing = configure_tracing("api-gateway", settings)
     if settings.fault_order_error_ratio:
         structlog.get_logger().warning(
-            "fault injection is on: a share of orders answers 500",
+            "fault injection is on: a share of multi-item orders answers 500",
             fault_order_error_ratio=settings.fault_order_error_ratio,
         )
 

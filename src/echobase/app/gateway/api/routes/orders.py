@@ -30,7 +30,7 @@ async def submit_order(
     if not ctx.catalog.loaded:
         raise unavailable("Product catalogue not loaded yet; please retry")
     fault = ctx.settings.fault_order_error_ratio
-    if fault and random.random() < fault:
+    if fault and body.quantity > 1 and random.random() < fault:
         raise ApiError(500, "Internal Server Error", "Injected fault (fault_order_error_ratio)")
     product = ctx.catalog.get(body.productId)
     if product is None:
