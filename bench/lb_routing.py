@@ -2,6 +2,7 @@
 routing script against a colour fixed in the config, in one nginx, on loopback.
 
     .venv/bin/python bench/lb_routing.py [--runs 3] [--seconds 10] [--switches 20]
+                                         [--canary PERCENT]
 
 One nginx (2 workers, plain HTTP, access log off) holds two trivial upstreams (blue and
 green answer ``return 200``) and two front servers proxying to them with upstream
@@ -10,7 +11,9 @@ keep-alive, as the LB does:
 - ``fixed``: ``set $echobase_live blue;``, what the config carried before (a switch was a
   reload);
 - ``njs``: the LB's own lines from ``routing.config_lines`` and ``routing.render_script``,
-  reading a routing state written by ``routing.write_state``.
+  reading a routing state written by ``routing.write_state``; with ``--canary``, a state
+  sending that percent of users to green, and the bucket cookie sent as the LB sends it
+  (wrk keeps no cookies: every request is a new user, bucketed and given a cookie).
 
 Prints, per mode, wrk's requests/s and p99 (``--runs`` runs of ``--seconds``, alternating)
 and the CPU of nginx's processes per request, the medians, and the difference; then
@@ -39,7 +42,7 @@ from support import stop_pid, tree_cpu, wrk, wrk_request_script
 MODES = ("fixed", "njs")
 
 
-def config(root: Path, ports: dict[str, int]) -> str:
+def config(root: Path, ports: dict[str, int], canary: bool = False) -> str:
     main_lines, http_lines = routing.config_lines(routing.RoutingFiles(root), nginx.NJS_MODULE)
     temp = "".join(f"    {kind}_temp_path {root}/{kind};\n" for kind in nginx.TEMP_KINDS)
     upstreams = "".join(
@@ -58,7 +61,12 @@ def config(root: Path, ports: dict[str, int]) -> str:
             "            proxy_http_version 1.1;\n"
             '            proxy_set_header Connection "";\n'
             f'            add_header X-Served-By "${variable}" always;\n'
-            "        }\n    }\n"
+            + (
+                f"            add_header Set-Cookie ${routing.COOKIE_VARIABLE} always;\n"
+                if canary and not fixed
+                else ""
+            )
+            + "        }\n    }\n"
         )
 
     return (
@@ -110,14 +118,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--switches", type=int, default=20)
+    parser.add_argument("--canary", type=int, metavar="PERCENT", help="route a canary's share")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="eb-routing-", dir="/tmp"))
     ports = {name: free_port() for name in (*routing.COLOURS, *MODES)}
     files = routing.RoutingFiles(root)
     files.script.write_text(routing.render_script(files))
-    routing.write_state(files, "blue")
-    (root / "nginx.conf").write_text(config(root, ports))
+    canary = routing.Canary("green", args.canary, seed=0) if args.canary else None
+    routing.write_state(files, routing.RoutingState("blue", canary))
+    (root / "nginx.conf").write_text(config(root, ports, canary is not None))
     process = subprocess.Popen(
         [nginx.nginx_binary(), "-p", f"{root}/", "-c", str(root / "nginx.conf")],
         stdout=subprocess.DEVNULL,
