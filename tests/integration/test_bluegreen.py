@@ -138,6 +138,8 @@ def test_platform_metrics_count_the_deploys_switches_and_rollbacks_so_far(bg):
     assert samples == {
         ("echobase_live_colour", "blue", None): 1,
         ("echobase_live_colour", "green", None): 0,
+        ("echobase_colour_traffic_percent", "blue", None): 100,
+        ("echobase_colour_traffic_percent", "green", None): 0,
         ("echobase_deploys_total", "green", a): 1,
         ("echobase_deploys_total", "blue", b): 1,
         ("echobase_rollbacks_total", "green", a): 1,

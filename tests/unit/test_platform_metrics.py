@@ -108,6 +108,16 @@ HISTORY = [
     ev("deploy", "blue", "green", "r4", "rolled back"),  # smoke failed, back to blue (r2)
     ev("down", "blue", "green", "r4"),
 ]
+# Canaries, after the above (blue live with r2, green ran r4).
+CANARIES = [
+    ev("deploy", "blue", "green", "r5", "aborted"),  # its analysis aborted it
+    ev("canary", "blue", "green", "r5"),
+    ev("abort", "green", "blue", "r5"),  # by hand
+    ev("canary", "blue", "green", "r5", "aborted"),
+    ev("canary", "blue", "green", "r5"),
+    ev("promote", "blue", "green", "r5"),
+    ev("switch", "green", "blue", "r2", "rolled back"),  # its analysis switched back
+]
 
 
 def test_counters_follow_what_the_history_says_moved():
@@ -120,9 +130,22 @@ def test_counters_follow_what_the_history_says_moved():
     }
 
 
+def test_canaries_count_their_aborts_and_promotions_count_as_switches():
+    counts = event_metrics.event_counts(HISTORY + CANARIES)
+    assert counts["abort", "green", "r5"] == 3
+    assert counts["switch", "green", "r5"] == 1  # the promotion
+    assert counts["rollback", "green", "r5"] == 1  # the analysis went back to green (r5)
+    assert counts["switch", "blue", "r2"] == 1  # the rolled-back switch moved nothing lasting
+
+
 def test_counters_render_in_the_text_format_and_never_go_backwards(tmp_path):
     families = {f.name: f for f in text_string_to_metric_families(event_metrics.render(HISTORY))}
-    assert set(families) == {"echobase_deploys", "echobase_switches", "echobase_rollbacks"}
+    assert set(families) == {
+        "echobase_deploys",
+        "echobase_switches",
+        "echobase_rollbacks",
+        "echobase_canary_aborts",
+    }
     assert all(f.type == "counter" for f in families.values())
     rollbacks = {
         (s.labels["colour"], s.labels["release"]): s.value

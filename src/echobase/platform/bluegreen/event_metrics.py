@@ -8,10 +8,12 @@ gauge, which it renders from the record of the live colour it routes by (see ``d
 What counts, by the colour traffic went TO and the release that colour ran:
 - ``echobase_deploys_total``: deploys that finished ``ok`` (promoted, or left ready when not
   switched);
-- ``echobase_switches_total``: ``echobase switch`` commands that moved traffic (a switch to
-  the live colour moves nothing);
-- ``echobase_rollbacks_total``: ``echobase rollback`` commands, and deploys whose
-  post-promotion smoke test switched traffic back by itself (``rolled back``).
+- ``echobase_switches_total``: ``echobase switch`` and ``promote`` commands that moved
+  traffic (a switch to the live colour moves nothing);
+- ``echobase_rollbacks_total``: ``echobase rollback`` commands, and deploys and switches
+  that switched traffic back by themselves (``rolled back``: a smoke test or the analysis);
+- ``echobase_canary_aborts_total``: canaries ended without promotion, by hand (``abort``) or
+  by their analysis (``aborted``), by the canary's colour and release.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ COUNTERS = {
         "echobase_rollbacks_total",
         "Rollbacks (commanded, or a deploy's own switch back), by colour rolled back to",
     ),
+    "abort": (
+        "echobase_canary_aborts_total",
+        "Canaries ended without promotion (by hand or by their analysis), by canary colour",
+    ),
 }
 
 Key = tuple[str, str, str]  # (kind, colour, release)
@@ -51,11 +57,21 @@ def event_counts(events: Iterable[history.Event]) -> Counter[Key]:
                 counts["deploy", event.target, release] += 1
             elif event.result == "rolled back":
                 counts["rollback", event.source, before] += 1
-        elif event.action in ("switch", "rollback"):
+            elif event.result == "aborted":
+                counts["abort", event.target, release] += 1
+        elif event.action in ("switch", "rollback", "promote"):
+            kind = "rollback" if event.action == "rollback" else "switch"
             if event.release:
                 running[event.target] = event.release
             if event.result == "ok" and event.source != event.target:
-                counts[event.action, event.target, release] += 1
+                counts[kind, event.target, release] += 1
+            elif event.result == "rolled back":
+                back = running.get(event.source, UNKNOWN)
+                counts["rollback", event.source, back] += 1
+        elif event.action == "canary" and event.result == "aborted":
+            counts["abort", event.target, release] += 1
+        elif event.action == "abort" and event.result == "ok":
+            counts["abort", event.source, running.get(event.source, UNKNOWN)] += 1
     return counts
 
 

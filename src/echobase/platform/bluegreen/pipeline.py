@@ -290,7 +290,13 @@ class BlueGreen:
             current = self._stored_routing()
             if current.canary is None:
                 raise DeployError("no canary runs: nothing to abort (see `echobase status`)")
-            outcome = Outcome("abort", _colour_name(current.live), _colour_name(current.live), None)
+            # From the canary's colour (who had the users) to the live one.
+            outcome = Outcome(
+                "abort",
+                current.canary.colour,
+                _colour_name(current.live),
+                _release(self.running_plan(current.canary.colour)),
+            )
             outcome.steps.append({"step": "route", "seconds": self._route(current.live)})
             outcome.detail = f"{current.canary.colour} had {current.canary.percent} %: {reason}"
             outcome.seconds = time.monotonic() - started
