@@ -3,7 +3,7 @@ step-by-step promotion while users order through the load balancer, on a private
 (temporary state directory, free ports) beside anything running.
 
     .venv/bin/python bench/canary.py [--rounds 3] [--users 100] [--error-ratio 0.5]
-                                     [--step-seconds 15]
+                                     [--step-seconds 15] [--scenarios bad,good,bad-full]
 
 The system is the canary test's (tests/canary_support.py): release A live on green,
 Prometheus scraping every second, ``[analysis]`` with 1 s checks, at least 10 requests
@@ -15,6 +15,8 @@ before a verdict, steps 10 -> 50 -> 100 %. Each round:
   buckets, the users who saw an error, and the orders answered 201 and stored.
 - **good**: the same for release B: the time to pass 10 and 50 % and the watch after the
   full switch, and the requests each colour served.
+- **bad-full** (the baseline): the bad release deployed without a canary, a full switch
+  watched by the same analysis: the users who saw an error before it switched back.
 
 Every user keeps its cookies (httpx), as a browser does; each orders, then lists its
 orders, with a second's pause. Figures are medians over the rounds, with min and max.
@@ -82,6 +84,24 @@ def bad_round(bg: BlueGreenSystem, release_id: str, users: int) -> dict[str, flo
     }
 
 
+def bad_full_round(bg: BlueGreenSystem, release_id: str, users: int) -> dict[str, float]:
+    run = run_canary(bg, ["--release", release_id], users)
+    answer = outcome(run)
+    if run.result.returncode != 1 or answer["result"] != "rolled back":
+        raise SystemExit(f"the bad switch was not rolled back: {run.result.stderr[-2000:]}")
+    erred = run.users_who(lambda s: s.status is not None and s.status >= 500)
+    uids = [uid for user in run.users for uid in user.order_uids]
+    stored = wait_stored(bg, uids)
+    once = sum(1 for uid in uids if stored.get(uid) == 1)
+    print(
+        f"  bad-full: rolled back after {analysis_seconds(answer)[0]:.1f}s of analysis; "
+        f"saw an error {len(erred)}/{users}; orders 201 {len(uids)}, stored once {once}"
+    )
+    if once != len(uids):
+        raise SystemExit("an order not stored once")
+    return {"abort": analysis_seconds(answer)[0], "erred": len(erred) / users * 100}
+
+
 def good_round(bg: BlueGreenSystem, release_id: str, users: int) -> dict[str, float]:
     run = run_canary(bg, ["--release", release_id, "--canary", "10", "--promote"], users)
     answer = outcome(run)
@@ -106,10 +126,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--error-ratio", type=float, default=0.5)
     parser.add_argument("--step-seconds", type=float, default=15)
+    parser.add_argument("--scenarios", default="bad,good,bad-full")
     args = parser.parse_args()
+    scenarios = args.scenarios.split(",")
     analysis = {
         "step_seconds": args.step_seconds,
-        "after_switch_seconds": 4,
+        # As long as a step: a full switch's new targets need discovering and two scrapes.
+        "after_switch_seconds": args.step_seconds,
         "interval_seconds": 1,
         "min_requests": 10,
         "steps": (10, 50, 100),
@@ -122,20 +145,34 @@ def main() -> None:
             f"({args.error_ratio:.0%} of multi-item orders answer 500), good release "
             f"{bg.release_b.id}; {args.users} users"
         )
-        bads, goods = [], []
+        bads, goods, fulls = [], [], []
         for number in range(args.rounds):
             print(f"round {number + 1}")
-            bads.append(bad_round(bg, bad.id, args.users))
-            goods.append(good_round(bg, bg.release_b.id, args.users))
-            bg.system.ok("switch", "green")  # A live again for the next round
-        print("\nbad canary (10 %, promotion asked for):")
-        print(f"  canary ran before the abort: {spread([b['abort'] for b in bads], ' s')}")
-        print(f"  users in the canary's buckets: {spread([b['on_canary'] for b in bads], ' %')}")
-        print(f"  users who saw an error:        {spread([b['erred'] for b in bads], ' %')}")
-        print(f"  5xx among all requests:        {spread([b['errors'] for b in bads], ' %', 2)}")
-        print("good canary (10 -> 50 -> 100 %):")
-        print(f"  deploy, start to end: {spread([g['deploy'] for g in goods], ' s')}")
-        print(f"  failed requests: {sum(g['failed'] for g in goods):.0f}")
+            if "bad" in scenarios:
+                bads.append(bad_round(bg, bad.id, args.users))
+            if "good" in scenarios:
+                goods.append(good_round(bg, bg.release_b.id, args.users))
+                bg.system.ok("switch", "green")  # A live again for the next round
+            if "bad-full" in scenarios:
+                fulls.append(bad_full_round(bg, bad.id, args.users))
+        if bads:
+            print("\nbad canary (10 %, promotion asked for):")
+            print(f"  canary ran before the abort: {spread([b['abort'] for b in bads], ' s')}")
+            print(
+                f"  users in the canary's buckets: {spread([b['on_canary'] for b in bads], ' %')}"
+            )
+            print(f"  users who saw an error:        {spread([b['erred'] for b in bads], ' %')}")
+            print(
+                f"  5xx among all requests:        {spread([b['errors'] for b in bads], ' %', 2)}"
+            )
+        if goods:
+            print("good canary (10 -> 50 -> 100 %):")
+            print(f"  deploy, start to end: {spread([g['deploy'] for g in goods], ' s')}")
+            print(f"  failed requests: {sum(g['failed'] for g in goods):.0f}")
+        if fulls:
+            print("bad release, full switch (no canary), same analysis:")
+            print(f"  switched back after: {spread([f['abort'] for f in fulls], ' s')}")
+            print(f"  users who saw an error: {spread([f['erred'] for f in fulls], ' %')}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_settings_defaults_and_a_table():
     )
     assert settings.steps == (25, 100)
     assert (settings.step_seconds, settings.interval_seconds) == (2, 0.5)
-    assert settings.after_switch_seconds == 30
+    assert settings.after_switch_seconds == 60
     assert AnalysisSettings.from_table({"after_switch_seconds": 0}).after_switch_seconds == 0
 
 

@@ -24,6 +24,7 @@ from typing import Literal
 
 from echobase.app.core.names import HEALTH_PATH, METRICS_PATH
 from echobase.app.queues import DEAD_LETTER_QUEUE
+from echobase.platform.monitoring.settings import refuse_unknown
 
 Result = Literal["pass", "fail", "inconclusive"]
 
@@ -50,8 +51,10 @@ class AnalysisSettings:
 
     # How long each canary step is watched before the next one.
     step_seconds: float = 60
-    # The window watched after a full switch; 0: not watched.
-    after_switch_seconds: float = 30
+    # The window watched after a full switch; 0: not watched. A new process is a new
+    # target: Prometheus finds it within 5 s (file_sd) and needs two scrapes (15 s apart
+    # by default) before increase() says anything, so 30 s was often inconclusive.
+    after_switch_seconds: float = 60
     # How often Prometheus is asked during a window.
     interval_seconds: float = 5
     # Below this many requests to the new colour in the window, ratios and latency say
@@ -107,12 +110,7 @@ class AnalysisSettings:
 
     @classmethod
     def from_table(cls, table: Mapping[str, object]) -> AnalysisSettings:
-        known = {item.name for item in fields(cls)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise AnalysisSettingsError(
-                f"[analysis] has no setting {unknown}: known are {sorted(known)}"
-            )
+        refuse_unknown(cls, table, "analysis", AnalysisSettingsError)
         values = dict(table)
         if isinstance(values.get("steps"), list):
             values["steps"] = tuple(values["steps"])  # type: ignore[arg-type]

@@ -12,7 +12,8 @@ import json
 import secrets
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,15 +219,9 @@ class BlueGreen:
                 )
             self.progress(f"switching {live} -> {target}")
             outcome.steps.append({"step": "switch", "seconds": self._route(target)})
+        with self._recorded(outcome, started):
             if watch is not None and current.live in COLOURS and current.live != target:
-                try:
-                    self._watch_after_switch(outcome, target, current.live, watch)
-                except DeployError as exc:
-                    outcome.seconds = time.monotonic() - started
-                    self._record(outcome)
-                    raise DeployError(str(exc), outcome) from None
-        outcome.seconds = time.monotonic() - started
-        self._record(outcome)
+                self._watch_after_switch(outcome, target, current.live, watch)
         return outcome
 
     # --- canary -------------------------------------------------------------------------
@@ -249,7 +244,7 @@ class BlueGreen:
             current = self._stored_routing()
             plan = self.running_plan(colour)
             outcome = Outcome("canary", _colour_name(current.live), colour, _release(plan))
-            try:
+            with self._recorded(outcome, started):
                 if current.live is None:
                     raise DeployError(
                         "nothing is live, so there is nothing to compare a canary with: "
@@ -266,14 +261,6 @@ class BlueGreen:
                 self._canary_steps(
                     outcome, colour, current.live, _steps(percent, promote, watch), watch
                 )
-            except DeployError as exc:
-                outcome.result = outcome.result if outcome.result != "ok" else "failed"
-                outcome.detail = outcome.detail or str(exc)
-                outcome.seconds = time.monotonic() - started
-                self._record(outcome)
-                raise DeployError(str(exc), outcome) from None
-            outcome.seconds = time.monotonic() - started
-            self._record(outcome)
             return outcome
 
     def promote(self, lock_wait: float = 0, watch: AnalysisSettings | None = None) -> Outcome:
@@ -297,10 +284,9 @@ class BlueGreen:
                 _colour_name(current.live),
                 _release(self.running_plan(current.canary.colour)),
             )
-            outcome.steps.append({"step": "route", "seconds": self._route(current.live)})
-            outcome.detail = f"{current.canary.colour} had {current.canary.percent} %: {reason}"
-            outcome.seconds = time.monotonic() - started
-            self._record(outcome)
+            with self._recorded(outcome, started):
+                outcome.steps.append({"step": "route", "seconds": self._route(current.live)})
+                outcome.detail = f"{current.canary.colour} had {current.canary.percent} %: {reason}"
             return outcome
 
     def _canary_steps(
@@ -463,7 +449,7 @@ class BlueGreen:
                 raise DeployError(
                     "a canary runs: `echobase promote` or `echobase abort` it before deploying"
                 )
-            try:
+            with self._recorded(outcome, started):
                 self._deploy_steps(
                     outcome,
                     release,
@@ -474,14 +460,6 @@ class BlueGreen:
                     _steps(canary, promote, watch) if canary is not None else None,
                     watch,
                 )
-            except (DeployError, ServiceFailed, smoke.SmokeFailed) as exc:
-                outcome.result = outcome.result if outcome.result != "ok" else "failed"
-                outcome.detail = str(exc)
-                outcome.seconds = time.monotonic() - started
-                self._record(outcome)
-                raise DeployError(str(exc), outcome) from None
-            outcome.seconds = time.monotonic() - started
-            self._record(outcome)
         return outcome
 
     def _step(self, outcome: Outcome, name: str, work: Callable[[], Any]) -> Any:
@@ -678,6 +656,23 @@ class BlueGreen:
         if plan is not None and plan.release_id == release.id and self.healthy(live):
             return Outcome("up", live, live, release.id, detail="already up to date")
         return self.deploy(release)
+
+    @contextmanager
+    def _recorded(self, outcome: Outcome, started: float) -> Iterator[None]:
+        """Record ``outcome`` in the history when the block ends, however it ends; a failure
+        becomes a DeployError that carries the outcome (``failed`` unless the block said
+        what happened, e.g. ``aborted`` or ``rolled back``)."""
+        try:
+            yield
+        except (DeployError, ServiceFailed, smoke.SmokeFailed) as exc:
+            if outcome.result == "ok":
+                outcome.result = "failed"
+            outcome.detail = str(exc)
+            outcome.seconds = time.monotonic() - started
+            self._record(outcome)
+            raise DeployError(str(exc), outcome) from None
+        outcome.seconds = time.monotonic() - started
+        self._record(outcome)
 
     def _record(self, outcome: Outcome) -> None:
         outcome.weights = self._stored_routing().weights()

@@ -52,17 +52,22 @@ class MonitoringSettings:
 
     @classmethod
     def from_table(cls, table: Mapping[str, object]) -> MonitoringSettings:
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise MonitoringSettingsError(
-                f"[monitoring] has no setting {unknown}: known are {sorted(known)}"
-            )
+        refuse_unknown(cls, table, "monitoring", MonitoringSettingsError)
         return cls(**table)  # type: ignore[arg-type]
 
     @property
     def rate_window(self) -> str:
         return duration(self.rate_window_seconds)
+
+
+def refuse_unknown(
+    settings: type, table: Mapping[str, object], section: str, error: type[ValueError]
+) -> None:
+    """A table of ``echobase.toml`` may hold only the fields of the dataclass it fills."""
+    known = {field.name for field in fields(settings)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise error(f"[{section}] has no setting {unknown}: known are {sorted(known)}")
 
 
 def duration(seconds: float) -> str:
