@@ -71,6 +71,10 @@ def test_canary_promote_and_abort_move_a_share_of_users_and_say_so(bg: BlueGreen
     busy = bg.system.cli("deploy", "--release", bg.release_a.id)
     assert busy.returncode == 1 and "a canary runs" in busy.stderr
 
+    # A colour with users cannot be stopped, even a canary's.
+    busy = bg.system.cli("down", "blue")
+    assert busy.returncode == 1 and "serves 10 % of users" in busy.stderr
+
     stepped = json.loads(bg.system.ok("canary", "blue", "60", "--json").stdout)
     assert stepped["weights"] == {"blue": 60, "green": 40}
     assert bg.system.ok("active").stdout.strip() == "blue"  # the majority's colour

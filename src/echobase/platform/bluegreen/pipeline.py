@@ -620,6 +620,12 @@ class BlueGreen:
                     f"{colour} is live; switch to the other colour first (`echobase switch "
                     f"{other_colour(colour)}`)"
                 )
+            share = self._stored_routing().weights()[colour]
+            if share:
+                raise DeployError(
+                    f"{colour} serves {share} % of users (a canary); `echobase abort` or "
+                    "`echobase promote` it first"
+                )
             plan = self.running_plan(colour)
             live_plan = self.running_plan(live) if live in COLOURS else None
             started = time.monotonic()
