@@ -44,8 +44,8 @@ PromoteOpt = Annotated[
     bool,
     typer.Option(
         "--promote",
-        help="Step the canary on ([analysis] steps, e.g. 10 -> 50 -> 100 %) while each "
-        "step passes its analysis.",
+        help="Step the canary on (analysis.steps in echobase.toml, e.g. 10 -> 50 -> 100 %) "
+        "while each step passes its analysis.",
     ),
 ]
 FAILURES = (
@@ -143,7 +143,7 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy a release to the idle colour, prove it, switch traffic (or a canary's share),
-    prove it again, and watch it against the old colour ([analysis] in echobase.toml)."""
+    prove it again, and watch it against the old colour (analysis in echobase.toml)."""
     bluegreen = _bluegreen(env, home)
     # A deploy starts a colour's servers only: the durable layer must already run.
     preflight_ports(bluegreen.stack, env, as_json, durable=False)

@@ -20,7 +20,7 @@ def export(
     home: HomeOpt = None,
 ) -> None:
     """Write echobase.json (Grafana 10+, data source ${DS_PROMETHEUS}) and
-    echobase-rules.yml with this system's thresholds ([monitoring] in echobase.toml)."""
+    echobase-rules.yml with this system's thresholds (monitoring in echobase.toml)."""
     settings = load_stack(home).monitoring
     for path in shipped.write(directory, settings):
         typer.echo(str(path))
