@@ -24,6 +24,7 @@ from echobase.platform.bluegreen.analysis import (
     judge,
     queries,
     sample,
+    too_quiet,
     watch,
 )
 
@@ -392,3 +393,13 @@ def test_only_http_urls_are_asked():
 def test_a_verdict_summary_without_an_old_colour():
     verdict = Verdict("pass", (), healthy(errors=1.2, p99_seconds=None), None, "green")
     assert verdict.summary() == "green: 1.0% 5xx of 120 requests (limit +2.0 points)"
+
+
+def test_a_quiet_old_colour_gives_an_inconclusive_verdict_at_once():
+    settings = AnalysisSettings(min_requests=20)
+    quiet = too_quiet("green", ColourSample(3, 0, None, None), 60, settings)
+    assert quiet is not None and quiet.result == "inconclusive"
+    assert quiet.reasons == (
+        "green served 3 users' requests in the 60s before (needs 20): too quiet to compare",
+    )
+    assert too_quiet("green", ColourSample(20, 5, 0.1, 0), 60, settings) is None

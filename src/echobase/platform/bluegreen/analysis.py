@@ -222,6 +222,23 @@ def judge(
     return Verdict(result, tuple(reasons), new, old, new_colour, old_colour, settings)
 
 
+def too_quiet(
+    old_colour: str, before: ColourSample, window_seconds: float, settings: AnalysisSettings
+) -> Verdict | None:
+    """An inconclusive verdict, at once, when the old colour served fewer than
+    ``min_requests`` users' requests in the window before the watch: with nobody using the
+    system (a developer's machine) the window could only end inconclusive, so it is not
+    waited for."""
+    if before.requests >= settings.min_requests:
+        return None
+    why = (
+        f"{old_colour} served {_count(before.requests)} users' requests in the "
+        f"{window_seconds:.0f}s before (needs {settings.min_requests}): too quiet to compare"
+    )
+    quiet = ColourSample(0, 0, None, None)
+    return Verdict("inconclusive", (why,), quiet, before, "new", old_colour, settings)
+
+
 # The gateway's routes no user calls (its health check, its metrics).
 NOT_USERS_ROUTES = (HEALTH_PATH, METRICS_PATH)
 

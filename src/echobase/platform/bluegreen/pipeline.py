@@ -370,6 +370,10 @@ class BlueGreen:
         step: dict[str, Any] = {"step": f"analysis of {new} against {old}"}
         outcome.steps.append(step)
         try:
+            quiet = analysis.too_quiet(old, analysis.sample(url, env, old, window), window, watch)
+            if quiet is not None:
+                step.update(seconds=0.0, result=quiet.result, detail=quiet.reasons[0])
+                return quiet
             at_start = analysis.sample(url, env, new, watch.interval_seconds).dead_letters
 
             def pair(elapsed: float) -> tuple[analysis.ColourSample, analysis.ColourSample]:
@@ -661,7 +665,7 @@ class BlueGreen:
         plan = self.running_plan(live) if live in COLOURS else None
         if plan is not None and plan.release_id == release.id and self.healthy(live):
             return Outcome("up", live, live, release.id, detail="already up to date")
-        return self.deploy(release)
+        return self.deploy(release, watch=self.stack.analysis)
 
     @contextmanager
     def _recorded(self, outcome: Outcome, started: float) -> Iterator[None]:
