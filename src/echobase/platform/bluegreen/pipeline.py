@@ -346,7 +346,11 @@ class BlueGreen:
         if watch.after_switch_seconds <= 0:
             return
         verdict = self._analyse(outcome, target, old, watch, watch.after_switch_seconds)
-        if verdict is None or verdict.result != "fail":
+        if verdict is None or verdict.result == "inconclusive":
+            why = verdict.reasons[0] if verdict else "Prometheus did not answer"
+            outcome.detail = outcome.detail or f"{target} kept, not judged: {why}"
+            return
+        if verdict.result != "fail":
             return
         self.progress(f"{target} failed its analysis: switching back to {old}")
         self._route(old)
