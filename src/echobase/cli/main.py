@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from echobase import __version__
-from echobase.cli import bluegreen, dashboards, data, dev, durable, observe, release
+from echobase.cli import bluegreen, dashboards, data, dev, durable, observe, release, render
 from echobase.platform.doctor import run_checks
 from echobase.platform.preflight import ours
 
@@ -28,6 +28,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(data.queues, name="queues")
 app.add_typer(data.db, name="db")
 app.add_typer(dashboards.app, name="dashboards")
+app.add_typer(render.app, name="render")
 
 
 @app.command()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from echobase.app.core.names import HEALTH_PATH
 from echobase.platform.bluegreen.analysis import AnalysisSettings, AnalysisSettingsError
 from echobase.platform.monitoring.settings import (
     MonitoringSettings,
@@ -266,6 +267,21 @@ def _integer(value: object, where: str) -> int:
     return value
 
 
+# How each role shows it is healthy on its ``port``: an HTTP path answering 2xx (the AWS
+# emulators' own page; Prometheus's readiness), or None for a TCP connect (MariaDB; nginx,
+# whose TLS port is checked by its own routes). Every target's probes come from here.
+HEALTH_CHECKS: Mapping[str, str | None] = {
+    "secrets": "/moto-api/",
+    "mariadb": None,
+    "mcp": HEALTH_PATH,
+    "nginx": None,
+    "prometheus": "/-/ready",
+    "sqs": "/moto-api/",
+    "order-processor": HEALTH_PATH,
+    "api-gateway": HEALTH_PATH,
+}
+
+
 @dataclass(frozen=True)
 class Service:
     """One supervised process: which layer, whose (environment or colour), what it does."""
@@ -279,6 +295,11 @@ class Service:
     @property
     def ports(self) -> tuple[int, ...]:
         return (self.port, *self.other_ports)
+
+    @property
+    def health_path(self) -> str | None:
+        """The HTTP path of its health check, or None: a TCP connect to ``port``."""
+        return HEALTH_CHECKS[self.role]
 
     @property
     def name(self) -> str:

@@ -159,9 +159,8 @@ class ColourPlan:
         return [self.program(service.role) for service in self.services]
 
     def health_url(self, role: str) -> str:
-        if role == "sqs":
-            return f"{self.sqs_url}/moto-api/"
-        return f"{self.stack.url(self.service(role).port)}/health"
+        service = self.service(role)
+        return f"{self.stack.url(service.port)}{service.health_path}"
 
     def scrape_targets(self) -> list[ScrapeTarget]:
         """Every service of the colour: the queue server's /metrics is its queues' depths."""
