@@ -61,8 +61,9 @@ import httpx
 from echobase.app.queues import ensure_queues
 from echobase.platform.ephemeral.plan import ColourPlan
 from echobase.platform.queue_journal import STATS_PATH
+from echobase.platform.render.supervisor import Program
 from echobase.platform.runtime.services import ServiceRunner, http_answers, supervisor_for
-from echobase.platform.runtime.supervisor import Program, Supervisor
+from echobase.platform.runtime.supervisor import Supervisor
 from support import (
     BENCH_SERVICE_SETTINGS,
     ENV,

@@ -23,7 +23,7 @@ from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform.doctor import world_readable_files
 from echobase.platform.durable import mariadb, nginx
 from echobase.platform.durable.mariadb import app_connection
-from echobase.platform.runtime.supervisor import Program
+from echobase.platform.render.supervisor import Program
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -246,7 +246,8 @@ def test_no_secret_in_logs_process_arguments_or_readable_files(system):
 def test_secrets_survive_a_restart_of_the_store_and_mariadb_restarts_from_it(system):
     before = system.secret_values("devlocal")
     plan = system.plan("devlocal")
-    from echobase.platform.runtime.supervisor import Supervisor, SupervisorPaths
+    from echobase.platform.render.supervisor import SupervisorPaths
+    from echobase.platform.runtime.supervisor import Supervisor
 
     supervisor = Supervisor(SupervisorPaths(system.home))
     store = plan.service("secrets").name
@@ -329,7 +330,8 @@ def test_a_credential_mismatch_is_reported_with_the_repair(system):
 
 def test_teardown_refuses_while_a_colour_is_attached(system):
     from echobase.platform.durable.layer import attached_env_file
-    from echobase.platform.runtime.supervisor import Supervisor, SupervisorPaths
+    from echobase.platform.render.supervisor import SupervisorPaths
+    from echobase.platform.runtime.supervisor import Supervisor
 
     supervisor = Supervisor(SupervisorPaths(system.home))
     marker = attached_env_file(system.stack, "blue")

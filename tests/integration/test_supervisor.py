@@ -19,13 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from echobase.platform.runtime.supervisor import (
-    Program,
-    Supervisor,
-    SupervisorError,
-    SupervisorPaths,
-    SupervisorUnavailable,
-)
+from echobase.platform.render.supervisor import Program, SupervisorPaths
+from echobase.platform.runtime.supervisor import Supervisor, SupervisorError, SupervisorUnavailable
 
 
 def alive(pid: int) -> bool:

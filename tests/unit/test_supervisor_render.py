@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 from supervisor.options import ServerOptions, UnhosedConfigParser
 
-from echobase.platform.runtime.supervisor import (
+from echobase.platform.render.supervisor import (
     MAX_SOCKET_PATH,
     Program,
-    Supervisor,
-    SupervisorError,
     SupervisorPaths,
     render_program,
     render_supervisord_config,
 )
+from echobase.platform.runtime.supervisor import Supervisor, SupervisorError
 
 LOG = Path("/tmp/eb-unit/demo.log")  # /tmp exists: supervisor checks a log file's directory
 

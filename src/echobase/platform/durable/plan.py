@@ -15,8 +15,8 @@ from echobase.platform import frontend
 from echobase.platform.durable import credentials, nginx, prometheus
 from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
 from echobase.platform.durable.mariadb import PRIVATE_FILES_ENV, MariaDBServer, launch_command
+from echobase.platform.render.supervisor import Program
 from echobase.platform.runtime.processes import python_executable
-from echobase.platform.runtime.supervisor import Program
 from echobase.platform.stack import COLOURS, Service, Stack
 
 

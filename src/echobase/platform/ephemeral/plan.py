@@ -13,8 +13,8 @@ from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, QueueUrls
 from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.durable.prometheus import ScrapeTarget
+from echobase.platform.render.supervisor import Program
 from echobase.platform.runtime.processes import python_executable
-from echobase.platform.runtime.supervisor import Program
 from echobase.platform.stack import Service, Stack, check_colour
 
 # moto's queue URLs are predictable, so settings can be rendered before the queue exists.

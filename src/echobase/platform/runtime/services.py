@@ -11,7 +11,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from echobase.platform.runtime.supervisor import Program, Supervisor, SupervisorPaths
+from echobase.platform.render.supervisor import Program, SupervisorPaths
+from echobase.platform.runtime.supervisor import Supervisor
 
 LIVE_STATES = ("RUNNING", "STARTING")
 DEAD_STATES = ("FATAL", "EXITED", "STOPPED")
