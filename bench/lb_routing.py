@@ -35,7 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from echobase.platform.durable import nginx, routing
+from echobase.platform.durable import nginx
+from echobase.platform.durable.routing import write_state
+from echobase.platform.render import routing
 from echobase.platform.runtime.processes import free_port
 from support import stop_pid, tree_cpu, wrk, wrk_request_script
 
@@ -101,7 +103,7 @@ def switch_latencies(files: routing.RoutingFiles, port: int, switches: int) -> l
     try:
         for _ in range(switches):
             live = "green" if live == "blue" else "blue"
-            routing.write_state(files, live)
+            write_state(files, live)
             written = time.perf_counter()
             while served_by(connection) != live:
                 time.sleep(0.001)
@@ -126,7 +128,7 @@ def main() -> None:
     files = routing.RoutingFiles(root)
     files.script.write_text(routing.render_script(files))
     canary = routing.Canary("green", args.canary, seed=0) if args.canary else None
-    routing.write_state(files, routing.RoutingState("blue", canary))
+    write_state(files, routing.RoutingState("blue", canary))
     (root / "nginx.conf").write_text(config(root, ports, canary is not None))
     process = subprocess.Popen(
         [nginx.nginx_binary(), "-p", f"{root}/", "-c", str(root / "nginx.conf")],

@@ -27,7 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from echobase.platform.bluegreen import event_metrics, history
-from echobase.platform.durable import prometheus, routing
+from echobase.platform.durable import prometheus
 from echobase.platform.durable.credentials import self_signed_certificate
 from echobase.platform.durable.nginx import (
     LIVE_COLOUR_METRIC,
@@ -52,6 +52,7 @@ from echobase.platform.durable.nginx import (
 from echobase.platform.durable.plan import nginx_worker_user, platform_metrics_target
 from echobase.platform.durable.prometheus import PrometheusSpec
 from echobase.platform.monitoring.settings import MonitoringSettings
+from echobase.platform.render import routing
 from echobase.platform.runtime.processes import spawn, terminate, wait_http
 
 SECURITY_HEADERS = {

@@ -8,7 +8,6 @@ from typing import Any
 import bcrypt
 import pytest
 
-from echobase.platform.durable import routing
 from echobase.platform.durable.nginx import (
     CONTENT_SECURITY_POLICY,
     GATEWAY_ROUTES,
@@ -21,6 +20,7 @@ from echobase.platform.durable.nginx import (
     render_config,
     server_command,
 )
+from echobase.platform.render import routing
 
 HOME = Path("/srv/eb/lb")
 

@@ -22,7 +22,6 @@ from echobase.platform.bluegreen.lock import LockHeld
 from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
 from echobase.platform.bluegreen.recovery import RecoveryError, recover, resume_colours
 from echobase.platform.durable.layer import AlertsReport, DurableError, unsupervised
-from echobase.platform.durable.routing import RoutingState
 from echobase.platform.monitoring.alerts import since_text
 from echobase.platform.release import (
     ReleaseError,
@@ -30,6 +29,7 @@ from echobase.platform.release import (
     default_source,
     load_release,
 )
+from echobase.platform.render.routing import RoutingState
 from echobase.platform.runtime.services import ServiceFailed
 from echobase.platform.runtime.supervisor import SupervisorError
 from echobase.platform.stack import COLOURS, StackConfigError, check_colour

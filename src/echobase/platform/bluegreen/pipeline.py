@@ -22,12 +22,13 @@ from echobase.platform import contract
 from echobase.platform.bluegreen import analysis, event_metrics, history, smoke
 from echobase.platform.bluegreen.analysis import AnalysisSettings, Verdict
 from echobase.platform.bluegreen.lock import deploy_lock
-from echobase.platform.durable import credentials, nginx, routing
+from echobase.platform.durable import credentials, nginx
 from echobase.platform.durable.layer import DurableLayer
-from echobase.platform.durable.routing import Canary, RoutingState
 from echobase.platform.ephemeral.colour import ColourRuntime, DrainReport
 from echobase.platform.ephemeral.plan import ColourPlan, other_colour
 from echobase.platform.release import Release, load_release
+from echobase.platform.render import routing
+from echobase.platform.render.routing import Canary, RoutingState
 from echobase.platform.runtime.services import LIVE_STATES, ServiceFailed
 from echobase.platform.stack import COLOURS, Stack, check_colour
 

@@ -28,8 +28,9 @@ from pathlib import Path
 import bcrypt
 
 from echobase.app.core.names import MCP_PATH
-from echobase.platform.durable import routing
-from echobase.platform.durable.routing import COLOURS, NO_COLOUR, RoutingState
+from echobase.platform.durable.routing import read_state, write_state
+from echobase.platform.render import routing
+from echobase.platform.render.routing import COLOURS, NO_COLOUR, RoutingState
 from echobase.platform.runtime.files import fsync_path, write_private, write_private_if_changed
 
 # Debian's libnginx-mod-http-js: per-request routing from the routing state (see routing.py).
@@ -809,7 +810,7 @@ def install_certificate(spec: LoadBalancerSpec, cert_pem: str, key_pem: str) -> 
 def current_routing(spec: LoadBalancerSpec) -> RoutingState:
     """Where traffic goes: the routing state as nginx reads it, or, in a home an earlier
     version set up, the colour its config recorded."""
-    state = routing.read_state(spec.routing)
+    state = read_state(spec.routing)
     if state is not None:
         return state
     try:
@@ -828,8 +829,8 @@ def install_routing(spec: LoadBalancerSpec, state: RoutingState) -> bool:
     from the record found). True when the script changed: nginx loads it with its config,
     so only a reload makes it current."""
     changed = write_private_if_changed(spec.routing.script, routing.render_script(spec.routing))
-    if routing.read_state(spec.routing) is None:
-        routing.write_state(spec.routing, state)
+    if read_state(spec.routing) is None:
+        write_state(spec.routing, state)
     return changed
 
 
@@ -837,7 +838,7 @@ def set_routing(spec: LoadBalancerSpec, state: RoutingState | str | None) -> boo
     """Route by ``state`` (a colour alone: all traffic to it) from the next request on,
     without a reload. True if it changed."""
     with _locked(spec):
-        return routing.write_state(spec.routing, state)
+        return write_state(spec.routing, state)
 
 
 def apply_config(spec: LoadBalancerSpec, reload: Callable[[], None]) -> None:
