@@ -34,7 +34,8 @@ from echobase.platform.durable.layer import tree_rss
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.ephemeral.plan import ColourPlan
-from echobase.platform.release import Release, build_release
+from echobase.platform.release import build_release
+from echobase.platform.render.release import Release
 from echobase.platform.runtime.processes import free_port, free_ports
 from echobase.platform.runtime.supervisor import Supervisor
 from echobase.platform.stack import Stack, free_port_overrides, render_config_toml

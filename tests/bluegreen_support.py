@@ -16,7 +16,8 @@ import httpx
 
 from durable_support import DurableSystem
 from echobase.app.core.secrets import DatabaseCredentials
-from echobase.platform.release import Release, build_release, clone_with_commit
+from echobase.platform.release import build_release, clone_with_commit
+from echobase.platform.render.release import Release
 
 REPO = Path(__file__).resolve().parent.parent
 # Fast and permissive where tests need it; the same keys a team would put in echobase.toml.

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen_support import BlueGreenSystem, lb_tls, stored_orders
-from echobase.platform.release import Release, build_release, clone_with_commit
+from echobase.platform.release import build_release, clone_with_commit
 from echobase.platform.render import routing
+from echobase.platform.render.release import Release
 from echobase.platform.stack import render_config_toml
 from load_support import LoadUser
 

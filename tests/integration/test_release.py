@@ -22,20 +22,22 @@ from typer.testing import CliRunner
 
 from echobase.cli.release import app
 from echobase.platform.release import (
+    build_release,
+    deps_layers,
+    interpreter_tag,
+    list_releases,
+    load_release,
+    releases_in_use,
+)
+from echobase.platform.render.release import (
     DEPS_DIR,
     RUNTIME_LOCK,
     Release,
     ReleaseError,
-    build_release,
-    deps_layers,
-    interpreter_tag,
     layer_hash,
-    list_releases,
-    load_release,
     lock_hash,
     plan_prune,
     releases_dir,
-    releases_in_use,
     requires_dist,
     service_command,
     wheel_version,

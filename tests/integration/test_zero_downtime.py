@@ -45,7 +45,7 @@ import pytest
 
 from bluegreen_support import BlueGreenSystem, stored_orders
 from echobase.platform.bluegreen.pipeline import BlueGreen
-from echobase.platform.release import Release
+from echobase.platform.render.release import Release
 from load_support import LoadUser, NeverResending, percentile
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]

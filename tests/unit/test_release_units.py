@@ -6,18 +6,28 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
-from echobase.platform.release import (
+from echobase.platform import frontend
+from echobase.platform.render.release import (
+    FRONTEND_DIR,
     TOOLS_LOCK,
+    ReleaseError,
     build_requires,
+    check_verification,
+    colour_release_file,
     deps_check_command,
     deps_install_command,
     layer_hash,
     lock_hash,
+    migrate_command,
+    migrate_connection,
     plan_deps,
     tools_install_command,
+    wheel_command,
 )
+from echobase.platform.stack import Stack, resolve_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,3 +92,52 @@ def test_the_tools_lock_pins_pip_and_meets_the_build_system() -> None:
         requirement = Requirement(text)
         assert requirement.name in pins, f"{TOOLS_LOCK} has no {requirement.name}"
         assert pins[requirement.name] in requirement.specifier, (text, pins[requirement.name])
+
+
+def test_the_import_check_accepts_only_the_release_its_layer_and_the_stdlib() -> None:
+    root, site = Path("/h/releases/.build-1"), Path("/h/releases/.deps/ab/site")
+    report = {
+        "echobase": f"{root}/venv/lib/python3.11/site-packages/echobase/__init__.py",
+        "base_prefix": "/usr",
+        "path": ["/usr/lib/python311.zip", "/usr/lib/python3.11", f"{site}", f"{root}/venv"],
+    }
+    check_verification(report, root, site)
+    with pytest.raises(ReleaseError, match="outside the release"):
+        check_verification(
+            {**report, "path": [*report["path"], "/usr/lib/python3/dist-packages"]}, root, site
+        )
+    with pytest.raises(ReleaseError, match="not from its own venv"):
+        check_verification({**report, "echobase": "/work/src/echobase/__init__.py"}, root, site)
+
+
+def test_pip_wheel_is_given_absolute_paths_only() -> None:
+    cmd = wheel_command("/py", Path("/tools/bin/python"), Path("/b/src"), Path("/b/dist"))
+    assert cmd[-3:] == ["-w", "/b/dist", "/b/src"]
+    with pytest.raises(ReleaseError):
+        wheel_command("/py", Path("/tools/bin/python"), Path("src"), Path("/b/dist"))
+
+
+def test_a_colour_records_its_release_in_its_own_directory() -> None:
+    stack = Stack(Path("/h"), resolve_ports())
+    assert colour_release_file(stack.ephemeral_dir("green")) == Path("/h/ephemeral/green/release")
+    # The bundle a release carries and the source folder the build copies are one folder.
+    assert FRONTEND_DIR == frontend.SOURCE_DIR
+
+
+def test_migrations_run_by_the_release_interpreter_with_no_secret_in_argv() -> None:
+    cmd = migrate_command(
+        Path("/r/venv/bin/python"), "upgrade", *migrate_connection("/s/sock", "me", "orders_db")
+    )
+    assert cmd == [
+        "/r/venv/bin/python",
+        "-I",
+        "-m",
+        "echobase.app.db.migrate",
+        "upgrade",
+        "--socket",
+        "/s/sock",
+        "--user",
+        "me",
+        "--database",
+        "orders_db",
+    ]

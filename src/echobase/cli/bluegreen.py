@@ -23,12 +23,8 @@ from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError, Outcome
 from echobase.platform.bluegreen.recovery import RecoveryError, recover, resume_colours
 from echobase.platform.durable.layer import AlertsReport, DurableError, unsupervised
 from echobase.platform.monitoring.alerts import since_text
-from echobase.platform.release import (
-    ReleaseError,
-    build_release,
-    default_source,
-    load_release,
-)
+from echobase.platform.release import build_release, default_source, load_release
+from echobase.platform.render.release import ReleaseError
 from echobase.platform.render.routing import RoutingState
 from echobase.platform.runtime.services import ServiceFailed
 from echobase.platform.runtime.supervisor import SupervisorError

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 
 from echobase.platform.release import (
-    ReleaseError,
     build_release,
     colour_releases,
     default_source,
@@ -22,9 +21,9 @@ from echobase.platform.release import (
     git_toplevel,
     list_releases,
     prune_releases,
-    releases_dir,
     releases_in_use,
 )
+from echobase.platform.render.release import ReleaseError, releases_dir
 from echobase.platform.stack import default_home
 
 console = Console(stderr=True)

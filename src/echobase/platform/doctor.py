@@ -17,7 +17,7 @@ from typing import Literal
 
 from echobase.platform.durable.nginx import NJS_MODULE
 from echobase.platform.frontend import WEB_DIR
-from echobase.platform.release import RELEASES_DIR
+from echobase.platform.render.release import RELEASES_DIR
 from echobase.platform.stack import ENVIRONMENTS, Stack
 
 Outcome = Literal["ok", "warn", "fail"]

@@ -1,36 +1,20 @@
-"""Releases: the local counterpart of a container image.
+"""Releases: the local counterpart of a container image, built and kept on disk.
 
-A release is an immutable directory ``HOME/releases/<id>/`` holding echobase installed from
-a wheel into its own virtualenv, plus ``release.json``. Its id is ``<version>-<tree12>``:
-the package version and the first 12 hex digits of the git *tree* hash, so the same content
-always gets the same id whichever commit (or uncommitted state) it came from, and building it
-again is a cache hit.
-
-Dependencies live in shared, content-addressed layers ``HOME/releases/.deps/<hash>/``,
-linked into each release venv by a ``.pth`` file: releases with the same dependencies share
-one layer, so a new commit builds in seconds. A layer is installed from the source's own
-``requirements/runtime.lock`` (exact versions with hashes; its hash is that of the lock's
-content and the interpreter); a commit from before the lock falls back to the wheel's
-``Requires-Dist`` lines, resolved by pip. Either way ``pip check`` must pass in the release
-venv, so a lock that misses one of the wheel's requirements fails the build. The build
-tools (pip, setuptools, wheel, from the source's ``requirements/tools.lock`` when it has one)
-live in a similar layer under ``.tools/``, so after the first build nothing needs the
-network.
-
-Everything is built under ``.build-*`` and renamed into place only once verified: a crash
-never leaves a directory that looks like a release. Pure functions compute ids, paths and
-commands; the executor at the bottom runs them.
+``echobase.platform.render.release`` says what a release is and which commands make one;
+this module carries them out: it exports a git tree, runs pip in the shared layers, holds
+the build lock, publishes and prunes the store. Everything is built under ``.build-*`` and
+renamed into place only once verified, so a crash never leaves a directory that looks like a
+release. A layer is installed from the source's ``requirements/runtime.lock`` (a commit from
+before the lock falls back to the wheel's ``Requires-Dist``, resolved by pip); either way
+``pip check`` must pass in the release venv. After the first build nothing needs the network.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.parser
 import fcntl
-import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -40,313 +24,62 @@ import tarfile
 import tempfile
 import tomllib
 import zipfile
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from echobase.platform import build_cache, frontend
+from echobase.platform.render.release import (
+    DEPS_DIR,
+    DEPS_PTH,
+    FRONTEND_DIR,
+    HEX_NAME,
+    LEAKY_ENV,
+    LOCK_FILE,
+    METADATA_FILE,
+    RUNTIME_LOCK,
+    TOOLS_DIR,
+    TOOLS_LOCK,
+    TRASH_PREFIX,
+    DepsPlan,
+    Release,
+    ReleaseError,
+    build_requires,
+    check_verification,
+    colour_release_file,
+    deps_check_command,
+    deps_dir,
+    deps_install_command,
+    deps_pth,
+    plan_deps,
+    plan_prune,
+    release_dir,
+    release_id,
+    releases_dir,
+    requires_dist,
+    tools_dir,
+    tools_install_command,
+    unused_layers,
+    venv_command,
+    verify_command,
+    wheel_command,
+    wheel_install_command,
+    wheel_version,
+)
 from echobase.platform.runtime.files import make_dirs_writable
-from echobase.platform.stack import COLOURS
+from echobase.platform.stack import COLOURS, Stack, resolve_ports
 
-RELEASES_DIR = "releases"
-DEPS_DIR = ".deps"
-TOOLS_DIR = ".tools"
 BUILD_PREFIX = build_cache.WORK_PREFIX
-TRASH_PREFIX = ".trash-"
-LOCK_FILE = ".lock"
-METADATA_FILE = "release.json"
-DEPS_PTH = "_echobase_deps.pth"
-# Inside the source tree: the exact dependency set of a release (written by scripts/lock).
-RUNTIME_LOCK = "requirements/runtime.lock"
-# Inside the source tree too: pip and the build backend that make the release's wheel.
-TOOLS_LOCK = "requirements/tools.lock"
-# What a colour runs; a release that cannot import all three is never published.
-SERVICE_MODULES = ("echobase.app.gateway", "echobase.app.processor", "echobase.app.db.migrate")
-# PEP 518's default for a project without a [build-system] table.
-DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)
-# Variables that would let the interpreter see code outside the release.
-LEAKY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")
 PIP_TIMEOUT = 1800.0
-_HEX = re.compile(r"^[0-9a-f]{40,64}$")
 
 Progress = Callable[[str], None]
-
-
-class ReleaseError(RuntimeError):
-    """A release cannot be built, found or pruned; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Release:
-    """One built release, as recorded in its ``release.json``."""
-
-    id: str
-    path: Path
-    version: str
-    commit: str  # the commit asked for; for a working-tree build, the HEAD it started from
-    tree: str  # git tree hash of the content: the release's identity
-    ref: str | None  # the ref asked for; None = the working tree
-    built_at: str  # UTC, ISO 8601
-    python_version: str
-    deps: str  # hash of the dependency layer under .deps/
-    dirty: bool = False  # built from uncommitted changes on top of ``commit``
-    frontend: str | None = None  # git tree of the frontend source; None: built without one
-
-    @property
-    def python(self) -> Path:
-        return self.path / "venv" / "bin" / "python"
-
-    @property
-    def bundle(self) -> Path | None:
-        """The browser app's built files, which nginx serves for the colour running this."""
-        return self.path / frontend.SOURCE_DIR if self.frontend else None
-
-    @property
-    def short_commit(self) -> str:
-        return self.commit[:10] + ("+dirty" if self.dirty else "")
-
-    def as_dict(self) -> dict[str, Any]:
-        """The ``release.json`` fields (the path is where it lies, so not among them)."""
-        return {
-            "id": self.id,
-            "version": self.version,
-            "commit": self.commit,
-            "tree": self.tree,
-            "ref": self.ref,
-            "dirty": self.dirty,
-            "built_at": self.built_at,
-            "python_version": self.python_version,
-            "deps": self.deps,
-            "frontend": self.frontend,
-        }
-
-    @classmethod
-    def from_dict(cls, path: Path, data: Mapping[str, Any]) -> Release:
-        return cls(
-            id=str(data["id"]),
-            path=path,
-            version=str(data["version"]),
-            commit=str(data["commit"]),
-            tree=str(data["tree"]),
-            ref=None if data.get("ref") is None else str(data["ref"]),
-            built_at=str(data["built_at"]),
-            python_version=str(data["python_version"]),
-            deps=str(data["deps"]),
-            dirty=bool(data.get("dirty", False)),
-            frontend=None if data.get("frontend") is None else str(data["frontend"]),
-        )
-
-
-# --- pure: names and paths --------------------------------------------------------------
-
-
-def releases_dir(home: Path) -> Path:
-    return home / RELEASES_DIR
-
-
-def release_dir(home: Path, release_id: str) -> Path:
-    return releases_dir(home) / release_id
-
-
-def deps_dir(home: Path, deps_hash: str) -> Path:
-    return releases_dir(home) / DEPS_DIR / deps_hash
-
-
-def tools_dir(home: Path, tools_hash: str) -> Path:
-    return releases_dir(home) / TOOLS_DIR / tools_hash
-
-
-def release_id(version: str, tree: str) -> str:
-    return f"{version}-{tree[:12]}"
 
 
 def interpreter_tag() -> str:
     """What compiled wheels depend on: a layer built for one interpreter is useless to
     another, so it is part of every layer's hash."""
     return f"{sys.implementation.cache_tag}-{sysconfig.get_platform()}"
-
-
-def wheel_version(wheel_name: str) -> str:
-    """``echobase-0.1.0-py3-none-any.whl`` -> ``0.1.0`` (PEP 427: no '-' inside fields)."""
-    parts = wheel_name.removesuffix(".whl").split("-")
-    if len(parts) not in (5, 6) or not wheel_name.endswith(".whl"):
-        raise ReleaseError(f"{wheel_name!r} is not a wheel file name")
-    return parts[1]
-
-
-def requires_dist(metadata: str) -> list[str]:
-    """The wheel METADATA's ``Requires-Dist`` lines that apply without extras, sorted: the
-    test extra's tools do not belong in a service's runtime."""
-    message = email.parser.Parser().parsestr(metadata, headersonly=True)
-    lines = []
-    for line in message.get_all("Requires-Dist") or []:
-        _, _, marker = line.partition(";")
-        if re.search(r"\bextra\s*==", marker):
-            continue
-        lines.append(line.strip())
-    return sorted(lines)
-
-
-def layer_hash(requirements: Iterable[str], tag: str) -> str:
-    text = "\n".join([f"# {tag}", *sorted(requirements)]) + "\n"
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def lock_hash(lock: str, tag: str) -> str:
-    """A locked layer's identity: the lock's exact text (pins and hashes) and the
-    interpreter; the marker line keeps it apart from any ``layer_hash``."""
-    text = f"# {tag}\n# {RUNTIME_LOCK}\n{lock}"
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class DepsPlan:
-    """How a release's dependency layer is made: what pip installs and under which hash."""
-
-    hash: str
-    requirements: str  # the requirements file pip installs from
-    locked: bool  # exact pins with hashes; False: resolved from Requires-Dist
-
-
-def plan_deps(lock: str | None, requires: Sequence[str], tag: str) -> DepsPlan:
-    """From the source's lock when it has one; a commit older than the lock gets the layer
-    it always had (same hash, so its existing layer is still found)."""
-    if lock is None:
-        return DepsPlan(layer_hash(requires, tag), "\n".join(requires) + "\n", locked=False)
-    return DepsPlan(lock_hash(lock, tag), lock, locked=True)
-
-
-def build_requires(pyproject: Mapping[str, Any]) -> list[str]:
-    system = pyproject.get("build-system", {})
-    return sorted(system.get("requires", DEFAULT_BUILD_REQUIRES))
-
-
-def deps_pth(deps_site: Path) -> str:
-    """The release venv's link to its dependency layer. ``addsitedir`` rather than a bare
-    path line so that ``.pth`` files inside the layer (namespace packages) are honoured;
-    nothing else is added, so the builder's own site-packages stay invisible."""
-    return f"import site; site.addsitedir({str(deps_site)!r})\n"
-
-
-def service_command(release: Release, module: str, *args: str) -> list[str]:
-    """How a colour runs one of its services from a release. ``-I`` keeps PYTHONPATH, the
-    user site and the working directory out: the release sees only itself and its layer."""
-    return [str(release.python), "-I", "-m", module, *args]
-
-
-def plan_prune(releases: Sequence[Release], keep: int, in_use: Collection[str]) -> list[Release]:
-    """The releases to remove: all but the ``keep`` newest, never one in use. ``releases``
-    is newest first, as ``list_releases`` gives them."""
-    if keep < 0:
-        raise ReleaseError(f"--keep must be 0 or more, not {keep}")
-    return [r for r in releases[keep:] if r.id not in in_use]
-
-
-def unused_layers(layers: Iterable[str], releases: Iterable[Release]) -> list[str]:
-    used = {r.deps for r in releases}
-    return sorted(set(layers) - used)
-
-
-# --- pure: commands ---------------------------------------------------------------------
-
-
-def pip_command(python: str, *args: str) -> list[str]:
-    """pip of the interpreter echobase runs in; ``--python`` points it at another
-    environment, so neither the tools nor the release venvs need a pip of their own."""
-    return [python, "-m", "pip", "--disable-pip-version-check", *args]
-
-
-def venv_command(python: str, path: Path) -> list[str]:
-    return [python, "-m", "venv", "--without-pip", str(path)]
-
-
-def tools_install_command(
-    python: str, tools_python: Path, requirements_file: Path, locked: bool = False
-) -> list[str]:
-    exact = ["--require-hashes", "--no-deps"] if locked else []
-    return pip_command(
-        python, "--python", str(tools_python), "install", "-q", *exact, "-r", str(requirements_file)
-    )
-
-
-def wheel_command(python: str, tools_python: Path, src: Path, dist: Path) -> list[str]:
-    # Absolute paths: a bare name like "src" would be looked up on the index as a project.
-    return pip_command(
-        python,
-        "--python",
-        str(tools_python),
-        "wheel",
-        "-q",
-        "--no-deps",
-        "--no-build-isolation",
-        "--no-index",
-        "-w",
-        str(dist.resolve()),
-        str(src.resolve()),
-    )
-
-
-def deps_install_command(
-    python: str, target: Path, requirements_file: Path, locked: bool = False
-) -> list[str]:
-    # A lock already holds the whole closure: pip must neither resolve nor add anything,
-    # and every file must match its recorded hash.
-    exact = ["--require-hashes", "--no-deps"] if locked else []
-    return pip_command(
-        python,
-        "install",
-        "-q",
-        "--no-warn-script-location",
-        *exact,
-        "--target",
-        str(target),
-        "-r",
-        str(requirements_file),
-    )
-
-
-def deps_check_command(python: str, venv_python: Path) -> list[str]:
-    """``pip check`` inside the release venv, which sees the layer through its ``.pth``:
-    every installed distribution's requirements, the wheel's among them, must be met."""
-    return pip_command(python, "--python", str(venv_python), "check")
-
-
-def wheel_install_command(python: str, venv_python: Path, wheel: Path) -> list[str]:
-    return pip_command(
-        python, "--python", str(venv_python), "install", "-q", "--no-deps", "--no-index", str(wheel)
-    )
-
-
-VERIFY_SCRIPT = (
-    "import json, platform, sys\n"
-    f"import echobase, {', '.join(SERVICE_MODULES)}\n"
-    "print(json.dumps({'echobase': echobase.__file__, 'version': echobase.__version__,"
-    " 'python': platform.python_version(), 'base_prefix': sys.base_prefix,"
-    " 'path': sys.path}))\n"
-)
-
-
-def verify_command(venv_python: Path) -> list[str]:
-    return [str(venv_python), "-I", "-c", VERIFY_SCRIPT]
-
-
-def check_verification(report: Mapping[str, Any], root: Path, deps_site: Path) -> None:
-    """The release must import its own echobase, and find nothing outside itself, its
-    dependency layer and the interpreter's standard library."""
-    own = Path(report["echobase"]).resolve()
-    if not own.is_relative_to(root.resolve()):
-        raise ReleaseError(f"the release imports echobase from {own}, not from its own venv")
-    base = Path(report["base_prefix"]).resolve()
-    for entry in report["path"]:
-        where = Path(entry).resolve()
-        if where.is_relative_to(root.resolve()) or where.is_relative_to(deps_site.resolve()):
-            continue
-        # The interpreter's standard library, but not its site-packages.
-        if where.is_relative_to(base) and not {"site-packages", "dist-packages"} & set(where.parts):
-            continue
-        raise ReleaseError(f"the release venv sees {where}, outside the release")
 
 
 # --- executor ---------------------------------------------------------------------------
@@ -741,11 +474,14 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
             )
         except frontend.FrontendError as exc:
             raise ReleaseError(str(exc)) from None
-        shutil.copytree(bundle, work / frontend.SOURCE_DIR)
+        shutil.copytree(bundle, work / FRONTEND_DIR)
 
     say("building the wheel")
     dist = work / "dist"
-    _run(wheel_command(sys.executable, tools / "bin" / "python", tree_dir, dist), "pip wheel")
+    _run(
+        wheel_command(sys.executable, tools / "bin" / "python", tree_dir.resolve(), dist.resolve()),
+        "pip wheel",
+    )
     wheels = list(dist.glob("*.whl"))
     if len(wheels) != 1:
         raise ReleaseError(f"pip wheel made {len(wheels)} wheels, expected one")
@@ -772,7 +508,7 @@ def _build(home: Path, src: Source, work: Path, say: Progress) -> Release:
     say("verifying the release imports its own code")
     out = _run(verify_command(venv / "bin" / "python"), "importing the services", cwd=work)
     report = json.loads(out.strip().splitlines()[-1])
-    check_verification(report, work, deps_site)
+    check_verification(report, work.resolve(), deps_site.resolve())
 
     release = Release(
         id=new_id,
@@ -843,7 +579,7 @@ def deps_layers(home: Path) -> list[str]:
     root = releases_dir(home.expanduser().resolve()) / DEPS_DIR
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if _HEX.match(p.name) and p.is_dir())
+    return sorted(p.name for p in root.iterdir() if HEX_NAME.match(p.name) and p.is_dir())
 
 
 def prune_releases(home: Path, keep: int, in_use: Collection[str]) -> list[str]:
@@ -864,13 +600,14 @@ def prune_releases(home: Path, keep: int, in_use: Collection[str]) -> list[str]:
 
 
 def colour_releases(home: Path) -> dict[str, str]:
-    """Which release each colour runs, from ``HOME/ephemeral/<colour>/release`` (written by
-    the colour's deploy)."""
-    home = home.expanduser().resolve()
+    """Which release each colour runs, from its record in the colour's state directory
+    (written by the colour's deploy)."""
+    # Directories do not depend on ports: the default table names them as any other would.
+    stack = Stack(home.expanduser().resolve(), resolve_ports())
     found = {}
     for colour in COLOURS:
         try:
-            text = (home / "ephemeral" / colour / "release").read_text().strip()
+            text = colour_release_file(stack.ephemeral_dir(colour)).read_text().strip()
         except FileNotFoundError:
             continue
         if text:

@@ -26,7 +26,8 @@ from echobase.platform.durable import credentials, nginx
 from echobase.platform.durable.layer import DurableLayer
 from echobase.platform.ephemeral.colour import ColourRuntime, DrainReport
 from echobase.platform.ephemeral.plan import ColourPlan, other_colour
-from echobase.platform.release import Release, load_release
+from echobase.platform.release import load_release
+from echobase.platform.render.release import Release
 from echobase.platform.render import routing
 from echobase.platform.render.routing import Canary, RoutingState
 from echobase.platform.runtime.services import LIVE_STATES, ServiceFailed
