@@ -17,7 +17,7 @@ from echobase.app.core.names import (
     DEFAULT_MCP_DB_SECRET,
     DEFAULT_MCP_KEY_SECRET,
 )
-from echobase.platform.stack import check_colour, check_env
+from echobase.platform.stack import Service, check_colour, check_env
 
 # Migrations change the schema, which the app's user may not (it has DML rights only):
 # a user of their own, and a secret of its own that only the migration Job may read.
@@ -64,3 +64,48 @@ def secret_names(env: str) -> SecretNames:
         mcp_database=_in_env(env, DEFAULT_MCP_DB_SECRET),
         migrations=_in_env(env, DEFAULT_MIGRATIONS_DB_SECRET),
     )
+
+
+# --- this machine's secrets store ------------------------------------------------------------
+# One store per environment, so the names carry no environment. What the platform itself
+# keeps beside the services' secrets: MariaDB's root password and encryption key, the LB's
+# certificate and the observability login.
+DATABASE_ROOT_SECRET = "echobase/database/root"  # noqa: S105 - a name
+ENCRYPTION_KEY_SECRET = "echobase/database/encryption-key"  # noqa: S105 - a name
+TLS_SECRET = "echobase/load-balancer/tls"  # noqa: S105 - a name
+OBSERVABILITY_SECRET = "echobase/observability/basic-auth"  # noqa: S105 - a name
+# moto accepts any key pair; these are names, not credentials.
+EMULATOR_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "echobase-local",
+    "AWS_SECRET_ACCESS_KEY": "echobase-local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+# --- Compose: projects, services and the network they share ------------------------------
+# Built from Service.name, so a role the stack does not run (Grafana, a colour's frontend)
+# is spelt exactly like the ones it does.
+
+
+def durable_role_name(env: str, role: str) -> str:
+    """``echobase-{env}-durable-{role}``."""
+    return Service("durable", check_env(env), role, 0).name
+
+
+def colour_role_name(colour: str, role: str) -> str:
+    """``echobase-{colour}-{role}``."""
+    return Service("ephemeral", check_colour(colour), role, 0).name
+
+
+def durable_project(env: str) -> str:
+    """The Compose project of an environment's durable layer: its services' common prefix."""
+    return durable_role_name(env, "").removesuffix("-")
+
+
+def colour_project(colour: str) -> str:
+    return colour_role_name(colour, "").removesuffix("-")
+
+
+def network_name(env: str) -> str:
+    """The network an environment's durable project creates and both colours join."""
+    return f"echobase-{check_env(env)}"
