@@ -7,8 +7,14 @@ and a deploy must apply the *target* release's migrations with that release's ow
     <release python> -m echobase.app.db.migrate upgrade --socket S --user U --database D
     <release python> -m echobase.app.db.migrate schema
 
-Each prints one JSON document on stdout. The connection is the MariaDB admin over the unix
-socket (authenticated by OS identity), so no password is ever an argument.
+    <python> -m echobase.app.db.migrate upgrade --secret echobase/ci/database/migrations
+
+Each prints one JSON document on stdout. The connection is either the MariaDB admin over the
+unix socket (authenticated by OS identity: the local machine) or, with ``--secret``, a user
+over TCP whose credentials JSON is read from Secrets Manager (a managed database, e.g. a
+Kubernetes Job): the store's endpoint and region come from the environment as the services'
+do (ECHOBASE_SECRETS_ENDPOINT_URL, ECHOBASE_AWS_REGION, the AWS_* credentials). Either way
+no password is ever an argument or in the output.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from alembic.util import CommandError
 from sqlalchemy import URL
 from sqlalchemy.exc import SQLAlchemyError
 
+from echobase.app.core.secrets import SecretUnavailableError
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -52,6 +60,18 @@ def admin_socket_url(socket: str | os.PathLike[str], user: str, database: str) -
         database=database,
         query={"unix_socket": str(socket), "charset": "utf8mb4"},
     )
+
+
+def secret_url(secret_name: str) -> URL:
+    """The TCP URL of the database user whose credentials JSON is the secret ``secret_name``
+    (the shape ``DatabaseCredentials`` reads). Raises SecretUnavailableError, whose message
+    names the secret and never its value."""
+    from echobase.app.core.config import ServiceSettings
+    from echobase.app.core.secrets import DatabaseCredentials, fetch_secret, secrets_client
+
+    settings = ServiceSettings()
+    raw = fetch_secret(secrets_client(settings), secret_name, settings.secret_wait_seconds)
+    return DatabaseCredentials.from_secret(raw).url("pymysql")
 
 
 def alembic_config(url: URL | None, migrations_dir: Path = MIGRATIONS_DIR) -> Config:
@@ -141,9 +161,14 @@ def _parser() -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument("--socket", type=Path, help="MariaDB unix socket")
     connection.add_argument(
-        "--user", default=getpass.getuser(), help="admin user (unix_socket auth: the OS user)"
+        "--user", help="admin user over --socket (unix_socket auth; default: the OS user)"
     )
-    connection.add_argument("--database", help="database name")
+    connection.add_argument(
+        "--secret",
+        help="instead of --socket: a Secrets Manager secret holding the database user's "
+        "credentials JSON, used over TCP",
+    )
+    connection.add_argument("--database", help="database name (with --secret: the secret's)")
     connection.add_argument(
         "--migrations",
         type=Path,
@@ -164,7 +189,12 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "schema":
         return {"tables": models_schema()}
-    url = admin_socket_url(args.socket, args.user, args.database)
+    if args.secret is not None:
+        url = secret_url(args.secret)
+        if args.database is not None:
+            url = url.set(database=args.database)
+    else:
+        url = admin_socket_url(args.socket, args.user or getpass.getuser(), args.database)
     if args.command == "upgrade":
         before = current_heads(url)
         upgrade(url, "heads", args.migrations)
@@ -180,8 +210,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command != "schema" and (args.socket is None or args.database is None):
-        parser.error(f"{args.command} needs --socket and --database")
+    if args.command != "schema":
+        if args.secret is not None and (args.socket is not None or args.user is not None):
+            parser.error("--secret connects over TCP: it takes no --socket or --user")
+        if args.secret is None and (args.socket is None or args.database is None):
+            parser.error(f"{args.command} needs --socket and --database, or --secret")
     out = sys.stdout
     try:
         # stdout carries exactly one JSON document: whatever alembic or a migration script
@@ -192,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     # release migrated it), which the caller must hear about rather than get a traceback.
     except (SQLAlchemyError, CommandError, RevisionError) as exc:
         print(f"migrate {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except SecretUnavailableError as exc:  # names the secret, never its value
+        print(f"migrate {args.command}: {exc}", file=sys.stderr)
         return 1
     json.dump(result, out, indent=2)
     out.write("\n")
