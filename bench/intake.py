@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import pymysql
 
-from echobase.platform.devstack import DevStack, StackPorts, service_env
+from echobase.platform.devstack import DevStack, free_stack, service_env
 from echobase.platform.durable.mariadb import admin_connection, app_connection
 from echobase.platform.runtime.processes import free_port
 from support import ORIGIN, fill_queue, own_cpu, percentile, queue_depth, tree_cpu
@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--pollers", type=int, default=2, help="processor receive loops")
     args = parser.parse_args()
 
-    stack = DevStack(Path(tempfile.mkdtemp(prefix="echobase-bench-")), StackPorts.free())
+    stack = DevStack(free_stack(Path(tempfile.mkdtemp(prefix="echobase-bench-"))))
     try:
         stack.start_aws()
         credentials, _ = stack.ensure_secrets()

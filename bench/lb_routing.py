@@ -38,6 +38,7 @@ from pathlib import Path
 from echobase.platform.durable import nginx
 from echobase.platform.durable.routing import write_state
 from echobase.platform.render import routing
+from echobase.platform.render.nginx import NJS_MODULE, TEMP_KINDS
 from echobase.platform.runtime.processes import free_port
 from support import stop_pid, tree_cpu, wrk, wrk_request_script
 
@@ -45,8 +46,8 @@ MODES = ("fixed", "njs")
 
 
 def config(root: Path, ports: dict[str, int], canary: bool = False) -> str:
-    main_lines, http_lines = routing.config_lines(routing.RoutingFiles(root), nginx.NJS_MODULE)
-    temp = "".join(f"    {kind}_temp_path {root}/{kind};\n" for kind in nginx.TEMP_KINDS)
+    main_lines, http_lines = routing.config_lines(routing.RoutingFiles(root), NJS_MODULE)
+    temp = "".join(f"    {kind}_temp_path {root}/{kind};\n" for kind in TEMP_KINDS)
     upstreams = "".join(
         f"    upstream echobase_{colour} {{ server 127.0.0.1:{ports[colour]}; keepalive 16; }}\n"
         f"    server {{ listen 127.0.0.1:{ports[colour]};"

@@ -206,7 +206,7 @@ def main() -> None:
         system.cli("durable", "setup", ENV)
         system.cli("deploy", "--release", release.id, "--env", ENV)
         plan = system.plan()
-        lb = plan.load_balancer(None)
+        lb = plan.load_balancer
         verify = ssl.create_default_context(cafile=str(lb.cert_file))
         bluegreen = BlueGreen(system.stack, ENV)
         live = bluegreen.live_or_fail()

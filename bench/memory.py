@@ -121,7 +121,7 @@ def main() -> None:
         rerun_with_env(supervisor_for(system.home), plans[CANDIDATE], candidate)
         wait_healthy(bluegreen, CANDIDATE)
         lb = system.plan()
-        verify = ssl.create_default_context(cafile=str(lb.load_balancer(None).cert_file))
+        verify = ssl.create_default_context(cafile=str(lb.load_balancer.cert_file))
         shown = "; ".join(f"{role} {env}" for role, env in candidate.items())
         print(
             f"system in {system.home}: release {release.id} ({args.ref or 'working tree'});"

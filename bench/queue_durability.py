@@ -59,8 +59,8 @@ import boto3
 import httpx
 
 from echobase.app.queues import ensure_queues
-from echobase.platform.ephemeral.plan import ColourPlan
 from echobase.platform.queue_journal import STATS_PATH
+from echobase.platform.render.ephemeral import ColourPlan
 from echobase.platform.render.supervisor import Program
 from echobase.platform.runtime.services import ServiceRunner, http_answers, supervisor_for
 from echobase.platform.runtime.supervisor import Supervisor
@@ -425,7 +425,7 @@ def main() -> None:
             command = cmdline(pid_of(supervisor, plan.service("sqs").name))
             assert ("--state-dir" in command) == (mode == DURABLE), (mode, command)
         lb = system.plan()
-        verify = ssl.create_default_context(cafile=str(lb.load_balancer(None).cert_file))
+        verify = ssl.create_default_context(cafile=str(lb.load_balancer.cert_file))
         print(
             f"system in {system.home}: release {release.id} ({args.ref or 'working tree'});"
             f" blue's queue server durable, green's in-memory; {os.cpu_count()} CPUs,"

@@ -240,7 +240,7 @@ def main() -> None:
         )
         print(f"\n2. the tool, one open MCP session: {ms(calls)}")
 
-        verify = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
+        verify = ssl.create_default_context(cafile=str(plan.load_balancer.cert_file))
         names = [p[1] for p in people[: options.logins]]
         supervisor = supervisor_for(system.home)
         mcp = plan.service("mcp").name

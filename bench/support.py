@@ -27,15 +27,17 @@ import httpx
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.messages import build_order_message
-from echobase.platform.bluegreen.analysis import UNWATCHED
+from echobase.platform.bluegreen.analysis_settings import UNWATCHED
 from echobase.platform.bluegreen.pipeline import BlueGreen
 from echobase.platform.durable import credentials, nginx
 from echobase.platform.durable.layer import tree_rss
 from echobase.platform.durable.mariadb import app_connection
-from echobase.platform.durable.plan import DurablePlan
-from echobase.platform.ephemeral.plan import ColourPlan
 from echobase.platform.release import build_release
+from echobase.platform.render.durable import DurablePlan
+from echobase.platform.render.ephemeral import ColourPlan
+from echobase.platform.render.nginx import TEMP_KINDS
 from echobase.platform.render.release import Release
+from echobase.platform.runtime.machine import this_machine
 from echobase.platform.runtime.processes import free_port, free_ports
 from echobase.platform.runtime.supervisor import Supervisor
 from echobase.platform.stack import Stack, free_port_overrides, render_config_toml
@@ -145,7 +147,7 @@ class System:
         return Stack.load(self.home, offset=0, cwd=self.home)
 
     def plan(self) -> DurablePlan:
-        return DurablePlan(self.stack, ENV)
+        return DurablePlan(self.stack, ENV, this_machine())
 
     def pids(self) -> dict[str, int]:
         """Running services by name ("durable mariadb", "green api-gateway", ...) -> pid."""
@@ -465,7 +467,7 @@ def trivial_nginx(cert: Path, key: Path) -> Iterator[TrivialNginx]:
     ssl_certificate_key {key};
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:bench_tls:10m;"""
-    temp = "".join(f"    {kind}_temp_path {root}/{kind};\n" for kind in nginx.TEMP_KINDS)
+    temp = "".join(f"    {kind}_temp_path {root}/{kind};\n" for kind in TEMP_KINDS)
     (root / "nginx.conf").write_text(
         f"""
 worker_processes 2;

@@ -321,7 +321,7 @@ def bench_switch_and_deploy(
         for release in (release_a, release_b):  # green, then blue: both colours running
             system.cli("deploy", "--release", release.id, "--env", ENV)
         plan = system.plan()
-        verify = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
+        verify = ssl.create_default_context(cafile=str(plan.load_balancer.cert_file))
         live = system.cli("active", "--env", ENV)[1].stdout.strip()
         bluegreen = BlueGreen(Stack.load(system.home, offset=0, cwd=system.home), ENV)
         for _ in range(runs):

@@ -147,7 +147,7 @@ def main() -> None:
         environ = Path(f"/proc/{gateway}/environ").read_bytes()
         assert b"OTEL_SDK_DISABLED=true" in environ, "green's gateway still traces"
         lb = system.plan()
-        verify = ssl.create_default_context(cafile=str(lb.load_balancer(None).cert_file))
+        verify = ssl.create_default_context(cafile=str(lb.load_balancer.cert_file))
         print(
             f"system in {system.home}: release {release.id} ({args.ref or 'working tree'});"
             f" blue {'ALSO UNTRACED (--control)' if args.control else f'traced ({sampling})'},"

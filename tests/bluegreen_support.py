@@ -84,7 +84,7 @@ def deployed(
 
 def lb_tls(bg: BlueGreenSystem) -> ssl.SSLContext:
     """Trusts the LB's own certificate."""
-    cert = bg.system.plan("devlocal").load_balancer(None).cert_file
+    cert = bg.system.plan("devlocal").load_balancer.cert_file
     return ssl.create_default_context(cafile=str(cert))
 
 

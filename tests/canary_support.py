@@ -100,7 +100,7 @@ def run_canary(
     threads = [threading.Thread(target=user.run, daemon=True) for user in load]
     for thread in threads:
         thread.start()
-    state_file = plan.load_balancer(None).routing.state
+    state_file = plan.load_balancer.routing.state
     run = CanaryRun(load, None, 0.0)
     watching = threading.Event()
 

@@ -20,7 +20,7 @@ import pytest
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.queues import QueueUrls
 from echobase.platform import build_cache
-from echobase.platform.devstack import DevStack, StackPorts, service_env
+from echobase.platform.devstack import DevStack, free_stack, service_env
 from echobase.platform.durable.mariadb import app_connection
 from echobase.platform.runtime.processes import free_port
 
@@ -110,7 +110,7 @@ class Backing:
 
 @pytest.fixture(scope="session")
 def backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backing]:
-    stack = DevStack(tmp_path_factory.mktemp("stack"), StackPorts.free())
+    stack = DevStack(free_stack(tmp_path_factory.mktemp("stack")))
     try:
         stack.start_aws()
         credentials, jwt_key = stack.ensure_secrets()

@@ -18,11 +18,12 @@ from typing import Any
 
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform import build_cache
-from echobase.platform.bluegreen.analysis import UNWATCHED
+from echobase.platform.bluegreen.analysis_settings import UNWATCHED
 from echobase.platform.durable import credentials
 from echobase.platform.durable.layer import unsupervised
 from echobase.platform.durable.mariadb import app_connection
-from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.render.durable import DurablePlan
+from echobase.platform.runtime.machine import this_machine
 from echobase.platform.runtime.orphans import kill_orphans
 from echobase.platform.runtime.processes import free_ports
 from echobase.platform.stack import (
@@ -95,7 +96,7 @@ class DurableSystem:
         return Stack.load(self.home, offset=0, cwd=self.home)
 
     def plan(self, env: str) -> DurablePlan:
-        return DurablePlan(self.stack, env)
+        return DurablePlan(self.stack, env, this_machine())
 
     def env(self) -> dict[str, str]:
         # Nothing of the test run's own settings, but its build cache (tests/conftest.py).

@@ -33,8 +33,9 @@ from bluegreen_support import REPO, BlueGreenSystem, lb_client, stored_orders
 from durable_support import alive, children, cmdline
 from echobase.platform.durable.credentials import aws_client
 from echobase.platform.durable.layer import unsupervised
-from echobase.platform.durable.plan import DurablePlan
-from echobase.platform.ephemeral.plan import ColourPlan, other_colour
+from echobase.platform.render.durable import DurablePlan
+from echobase.platform.render.ephemeral import ColourPlan, other_colour
+from echobase.platform.runtime.machine import this_machine
 from echobase.platform.runtime.orphans import group_members
 from echobase.platform.runtime.services import supervisor_for
 from echobase.platform.runtime.supervisor import Supervisor
@@ -162,7 +163,7 @@ class Chaos:
     def __post_init__(self) -> None:
         self.supervisor: Supervisor = supervisor_for(self.bg.system.home)
         self.durable: DurablePlan = self.bg.system.plan(ENV)
-        self.lb = self.durable.load_balancer(None)
+        self.lb = self.durable.load_balancer
         self.verify = ssl.create_default_context(cafile=str(self.lb.cert_file))
         self.probe = httpx.Client(timeout=2, verify=self.verify)
         self.outages: list[tuple[float, float]] = []  # (down, back up), monotonic
@@ -176,7 +177,9 @@ class Chaos:
     # --- names and places, all from the one description of the stack ----------------
 
     def colour(self, colour: str) -> ColourPlan:
-        return ColourPlan(self.durable.stack, colour, ENV, python=Path(), release_id="")
+        return ColourPlan(
+            self.durable.stack, colour, ENV, python=Path(), release_id="", machine=this_machine()
+        )
 
     def colour_program(self, colour: str, role: str) -> str:
         return self.colour(colour).service(role).name

@@ -11,8 +11,8 @@ import pytest
 
 from bluegreen_support import BlueGreenSystem
 from echobase.platform import frontend
-from echobase.platform.durable.nginx import ASSETS_CACHE, CONTENT_SECURITY_POLICY
 from echobase.platform.release import load_release
+from echobase.platform.render.nginx import ASSETS_CACHE, CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.timeout(600)
 

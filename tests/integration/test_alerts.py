@@ -54,7 +54,7 @@ def bg() -> Iterator[BlueGreenSystem]:
 def ordering(bg: BlueGreenSystem) -> Iterator[list[LoadUser]]:
     """Two users ordering through the LB for the whole module, gently."""
     plan = bg.system.plan("devlocal")
-    verify = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
+    verify = ssl.create_default_context(cafile=str(plan.load_balancer.cert_file))
     stop = threading.Event()
     users = [
         LoadUser(

@@ -31,8 +31,8 @@ from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE
 from echobase.platform.bluegreen.lock import deploy_lock
 from echobase.platform.bluegreen.pipeline import target_colour
 from echobase.platform.durable.mariadb import app_connection
-from echobase.platform.durable.nginx import PLATFORM_METRICS_PATH
 from echobase.platform.release import build_release
+from echobase.platform.render.nginx import PLATFORM_METRICS_PATH
 from echobase.platform.runtime.services import supervisor_for
 from echobase.platform.stack import COLOURS
 from tests_support import (
@@ -121,6 +121,13 @@ def test_second_deploy_goes_to_blue_with_the_other_release_and_rollback_returns(
     assert active(bg) == "green"
     assert json.loads(bg.system.ok("switch", "blue", "--json").stdout)["to"] == "blue"
     assert active(bg) == "blue"
+
+
+def test_db_upgrade_migrates_with_the_live_release_s_own_tool(bg):
+    result = json.loads(bg.system.ok("db", "upgrade", "--env", "devlocal", "--json").stdout)
+    # blue is live with release b, whose migrations its deploy applied already.
+    assert result["release"] == bg.release_b.id
+    assert result["from"] == result["to"] and result["to"]
 
 
 def test_platform_metrics_count_the_deploys_switches_and_rollbacks_so_far(bg):

@@ -42,7 +42,7 @@ def bg() -> Iterator[BlueGreenSystem]:
 
 def lb(bg: BlueGreenSystem) -> tuple[str, ssl.SSLContext]:
     plan = bg.system.plan("devlocal")
-    return plan.lb_url, ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
+    return plan.lb_url, ssl.create_default_context(cafile=str(plan.load_balancer.cert_file))
 
 
 def status(bg: BlueGreenSystem, colour: str) -> dict:

@@ -7,9 +7,8 @@ from decimal import Decimal
 import pymysql
 import pytest
 
-from echobase.app.db.migrate import current_heads, upgrade
+from echobase.app.db.migrate import admin_socket_url, current_heads, upgrade
 from echobase.platform.durable import mariadb
-from echobase.platform.durable.mariadb import admin_url
 from tests_support import SHIPPED_HEAD
 
 SEED = [
@@ -33,7 +32,8 @@ def test_seed_products_exactly(backing):
 
 
 def test_upgrade_head_twice_is_a_no_op(backing):
-    url = admin_url(backing.stack.database, backing.credentials.dbname)
+    server = backing.stack.database
+    url = admin_socket_url(server.socket, server.os_user, backing.credentials.dbname)
     before = backing.query("CHECKSUM TABLE products, users")
     upgrade(url)
     upgrade(url)

@@ -23,6 +23,7 @@ from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform.doctor import world_readable_files
 from echobase.platform.durable import mariadb, nginx
 from echobase.platform.durable.mariadb import app_connection
+from echobase.platform.render.nginx import render_config
 from echobase.platform.render.supervisor import Program
 
 pytestmark = pytest.mark.timeout(600)
@@ -38,7 +39,7 @@ def system() -> Iterator[DurableSystem]:
 
 
 def lb(system: DurableSystem, env: str = "devlocal") -> httpx.Client:
-    cert = system.plan(env).load_balancer(None).cert_file
+    cert = system.plan(env).load_balancer.cert_file
     context = ssl.create_default_context(cafile=str(cert))
     return httpx.Client(base_url=system.plan(env).lb_url, verify=context, timeout=10)
 
@@ -51,9 +52,9 @@ def watched_files(system: DurableSystem, env: str) -> dict[str, float]:
     plan = system.plan(env)
     files = [
         plan.database.config_file,
-        plan.load_balancer(None).home / "nginx.conf",
+        plan.load_balancer.home / "nginx.conf",
         plan.prometheus.config_file,
-        plan.load_balancer(None).cert_file,
+        plan.load_balancer.cert_file,
         system.home / "supervisor" / "supervisord.conf",
     ]
     return {str(path): path.stat().st_mtime_ns for path in files}
@@ -295,14 +296,12 @@ def test_doctor_sees_the_running_layer_and_a_foreign_port(system):
 
 def test_a_broken_nginx_config_is_never_applied(system):
     plan = system.plan("devlocal")
-    spec = plan.load_balancer(nginx.current_active(plan.load_balancer(None)))
+    spec = plan.load_balancer
     config = spec.home / "nginx.conf"
     before = config.read_bytes()
     reloads: list[int] = []
     with pytest.raises(nginx.LoadBalancerError) as failed:
-        nginx.apply_text(
-            spec, nginx.render_config(spec) + "\nno_such_directive on;\n", reloads.append
-        )
+        nginx.apply_text(spec, render_config(spec) + "\nno_such_directive on;\n", reloads.append)
     assert "no_such_directive" in str(failed.value)
     assert reloads == []
     assert config.read_bytes() == before

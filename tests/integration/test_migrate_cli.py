@@ -3,6 +3,7 @@ it: a subprocess with the release's interpreter, the admin over the unix socket,
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import subprocess
@@ -112,7 +113,7 @@ def test_schema_matches_what_migrations_built(backing, server):
 def test_unreachable_database_fails_without_json(tmp_path):
     result = migrate(
         "pending",
-        mariadb.MariaDBServer(tmp_path, port=1),
+        mariadb.MariaDBServer(tmp_path, port=1, os_user=getpass.getuser()),
         "--database",
         "nope",
         check=False,

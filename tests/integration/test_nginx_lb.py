@@ -27,16 +27,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from echobase.platform.bluegreen import event_metrics, history
-from echobase.platform.durable import prometheus
 from echobase.platform.durable.credentials import self_signed_certificate
 from echobase.platform.durable.nginx import (
-    LIVE_COLOUR_METRIC,
-    PLATFORM_METRICS_PATH,
-    PROMETHEUS_BURST,
-    ROUTING_PATH,
-    TRAFFIC_WEIGHT_METRIC,
     LoadBalancerError,
-    LoadBalancerSpec,
     apply_config,
     apply_text,
     current_active,
@@ -45,14 +38,24 @@ from echobase.platform.durable.nginx import (
     install_htpasswd,
     install_routing,
     prepare,
-    render_config,
-    server_command,
     set_routing,
 )
-from echobase.platform.durable.plan import nginx_worker_user, platform_metrics_target
-from echobase.platform.durable.prometheus import PrometheusSpec
+from echobase.platform.durable.prometheus import write_targets
 from echobase.platform.monitoring.settings import MonitoringSettings
-from echobase.platform.render import routing
+from echobase.platform.render import prometheus, routing
+from echobase.platform.render.durable import platform_metrics_target
+from echobase.platform.render.nginx import (
+    LIVE_COLOUR_METRIC,
+    PLATFORM_METRICS_PATH,
+    PROMETHEUS_BURST,
+    ROUTING_PATH,
+    TRAFFIC_WEIGHT_METRIC,
+    LoadBalancerSpec,
+    render_config,
+    server_command,
+)
+from echobase.platform.render.prometheus import PrometheusSpec
+from echobase.platform.runtime.machine import nginx_worker_user
 from echobase.platform.runtime.processes import spawn, terminate, wait_http
 
 SECURITY_HEADERS = {
@@ -181,7 +184,6 @@ class LB:
     def switch(self, colour: str | None) -> None:
         """The routing state only: nginx reads it on the next request, nothing reloads."""
         reloads = self.reloads
-        self.spec = dataclasses.replace(self.spec, active=colour)
         set_routing(self.spec, colour)
         assert current_active(self.spec) == colour
         assert self._active_env() == f"{colour or 'none'}\n"
@@ -403,7 +405,7 @@ def test_a_broken_config_is_never_applied(lb: LB) -> None:
     lb.switch("blue")
     before = lb.spec.config_path.read_bytes()
     reloads = lb.reloads
-    broken = render_config(dataclasses.replace(lb.spec, active="green"))
+    broken = render_config(lb.spec)
     broken += "echobase_no_such_directive on;\n"
     with pytest.raises(LoadBalancerError, match='unknown directive "echobase_no_such_directive"'):
         apply_text(lb.spec, broken, lb.reload)
@@ -580,7 +582,7 @@ def test_prometheus_scrapes_the_platform_metrics_trusting_the_lbs_certificate(
     )
     spec.home.mkdir()
     spec.config_file.write_text(prometheus.render_config(spec))
-    prometheus.write_targets(spec, "durable", [platform_metrics_target(lb.spec)])
+    write_targets(spec, "durable", [platform_metrics_target(lb.spec)])
     process = spawn(prometheus.server_command(spec), tmp_path / "prometheus.log")
     try:
         wait_http(spec.ready_url, 60, process, ok=200)

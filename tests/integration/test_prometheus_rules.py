@@ -28,6 +28,12 @@ from echobase.platform.monitoring import console
 from echobase.platform.monitoring.catalogue import ALERTS, PANELS
 from echobase.platform.monitoring.rules import render_rules, to_yaml
 from echobase.platform.monitoring.settings import MonitoringSettings
+from echobase.platform.render.prometheus import (
+    ROUTE_PREFIX,
+    PrometheusSpec,
+    ScrapeTarget,
+    server_command,
+)
 from echobase.platform.runtime.processes import free_ports, spawn, terminate, wait_http
 
 PROMTOOL = shutil.which("promtool")
@@ -55,7 +61,7 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @needs_promtool
 def test_promtool_accepts_the_rendered_rules_and_config(tmp_path: Path) -> None:
-    spec = prometheus.PrometheusSpec(
+    spec = PrometheusSpec(
         "ci", tmp_path, "127.0.0.1", 9190, "https://lb/prometheus/", settings=SETTINGS
     )
     write_prometheus_files(spec)
@@ -245,7 +251,7 @@ class ExemplarTarget(BaseHTTPRequestHandler):
 
 @dataclass
 class Running:
-    spec: prometheus.PrometheusSpec
+    spec: PrometheusSpec
     http: httpx.Client
 
 
@@ -253,12 +259,12 @@ class Running:
 def running() -> Iterator[Running]:
     home = Path(tempfile.mkdtemp(prefix="eb-prom-", dir="/tmp"))
     port, target_port, closed_port = free_ports(3)
-    spec = prometheus.PrometheusSpec(
+    spec = PrometheusSpec(
         "ci",
         home,
         "127.0.0.1",
         port,
-        f"http://127.0.0.1:{port}{prometheus.ROUTE_PREFIX}/",
+        f"http://127.0.0.1:{port}{ROUTE_PREFIX}/",
         settings=SETTINGS,
     )
     # Observed now, not at import: an exemplar carries its observation's time, and one from
@@ -275,16 +281,14 @@ def running() -> Iterator[Running]:
             spec,
             "green",
             [
-                prometheus.ScrapeTarget(
+                ScrapeTarget(
                     f"127.0.0.1:{target_port}", "/metrics", {**labels, "service": "api-gateway"}
                 ),
                 # Nothing listens here: a target that is down.
-                prometheus.ScrapeTarget(
-                    f"127.0.0.1:{closed_port}", "/metrics", {**labels, "service": "sqs"}
-                ),
+                ScrapeTarget(f"127.0.0.1:{closed_port}", "/metrics", {**labels, "service": "sqs"}),
             ],
         )
-        process = spawn(prometheus.server_command(spec), home / "prometheus.log")
+        process = spawn(server_command(spec), home / "prometheus.log")
         wait_http(spec.ready_url, 60, process)
         with httpx.Client(base_url=spec.local_url, timeout=10) as http:
             yield Running(spec, http)

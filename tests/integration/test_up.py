@@ -38,7 +38,7 @@ def test_up_from_nothing_serves_through_the_load_balancer(system):
     outcome = json.loads(result.stdout)
     assert (outcome["to"], outcome["result"]) == ("green", "ok")
     plan = system.plan("devlocal")
-    context = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
+    context = ssl.create_default_context(cafile=str(plan.load_balancer.cert_file))
     with httpx.Client(base_url=outcome["url"], verify=context, timeout=10) as lb:
         health = lb.get("/health")
         assert health.status_code == 200 and health.headers["x-served-by"] == "green"

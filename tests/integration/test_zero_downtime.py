@@ -98,7 +98,7 @@ def orders_per_user(bg: BlueGreenSystem, usernames: list[str]) -> dict[str, int]
 
 def logged_requests(bg: BlueGreenSystem, method: str, path: str) -> int:
     """Lines in nginx's access log (one per request it read, old workers' included)."""
-    log = bg.system.plan("devlocal").load_balancer(None).access_log
+    log = bg.system.plan("devlocal").load_balancer.access_log
     entries = (json.loads(line) for line in log.read_text().splitlines() if line.strip())
     return sum(entry["method"] == method and entry["path"] == path for entry in entries)
 
@@ -107,7 +107,7 @@ def test_switches_under_load_lose_no_request_and_no_order(bg):
     first = run_operation(bg, "deploy", "--release", bg.release_a.id)
     assert first.live == "green"
     plan = bg.system.plan("devlocal")
-    verify = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
+    verify = ssl.create_default_context(cafile=str(plan.load_balancer.cert_file))
     stop = threading.Event()
     users = [
         LoadUser(i, plan.lb_url, verify, stop, time.monotonic() + LOAD_LIMIT_SECONDS)
@@ -221,7 +221,7 @@ def test_a_hundred_switches_fail_no_client_that_never_resends(bg):
     for release in (bg.release_a, bg.release_b):  # both colours running, whatever ran before
         run_operation(bg, "deploy", "--release", release.id)
     plan = bg.system.plan("devlocal")
-    verify = ssl.create_default_context(cafile=str(plan.load_balancer(None).cert_file))
+    verify = ssl.create_default_context(cafile=str(plan.load_balancer.cert_file))
     user = LoadUser(0, plan.lb_url, verify, threading.Event(), time.monotonic() + 60)
     user.login()
     auth = {"Authorization": f"Bearer {user.token}", "Origin": plan.lb_url}

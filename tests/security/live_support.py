@@ -12,8 +12,8 @@ import httpx
 
 from bluegreen_support import REPO, TEST_SERVICE_SETTINGS
 from durable_support import DurableSystem
-from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.release import build_release
+from echobase.platform.render.durable import DurablePlan
 
 ENV = "devlocal"
 # Small enough to reach in a test, large enough for every other module's few API calls;
@@ -37,7 +37,7 @@ class LiveSystem:
 
     @property
     def cert_file(self) -> str:
-        return str(self.plan.load_balancer(None).cert_file)
+        return str(self.plan.load_balancer.cert_file)
 
     @property
     def origin(self) -> dict[str, str]:

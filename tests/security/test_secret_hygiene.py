@@ -121,7 +121,7 @@ def test_no_secret_in_logs_files_arguments_or_environment(live):
     assert logs >= 5, "no logs were scanned"
     assert spans >= 2, "no trace files were scanned"  # the gateway's and the processor's
     # The scan finds a secret where one must be: the LB's private key, for nginx to read.
-    key_file = live.plan.load_balancer(None).key_file
+    key_file = live.plan.load_balancer.key_file
     assert (key_file, f"{TLS}:private_key") in holders, holders
     for path, label in holders:
         mode = stat.S_IMODE(path.stat().st_mode)

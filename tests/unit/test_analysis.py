@@ -17,8 +17,6 @@ import pytest
 from echobase.app.queues import DEAD_LETTER_QUEUE
 from echobase.platform.bluegreen.analysis import (
     AnalysisError,
-    AnalysisSettings,
-    AnalysisSettingsError,
     ColourSample,
     Verdict,
     judge,
@@ -27,6 +25,7 @@ from echobase.platform.bluegreen.analysis import (
     too_quiet,
     watch,
 )
+from echobase.platform.bluegreen.analysis_settings import AnalysisSettings, AnalysisSettingsError
 
 SETTINGS = AnalysisSettings()
 QUIET = ColourSample(requests=1050, errors=0, p99_seconds=0.1, dead_letters=0)

@@ -13,7 +13,7 @@ import pytest
 from echobase.platform.bluegreen import history
 from echobase.platform.bluegreen.lock import LockHeld, deploy_lock
 from echobase.platform.durable.credentials import generate
-from echobase.platform.ephemeral.plan import ColourPlan, gateway_workers, other_colour
+from echobase.platform.render.ephemeral import ColourPlan, gateway_workers, other_colour
 from echobase.platform.stack import Stack, StackConfigError, resolve_ports
 
 
@@ -58,8 +58,9 @@ def test_services_run_the_release_isolated_with_plain_settings_only(tmp_path):
 
 def test_a_colour_gateway_runs_one_worker_per_two_cpus_by_default(tmp_path):
     assert [gateway_workers(cpus) for cpus in (1, 2, 3, 8)] == [1, 1, 1, 4]
-    env = dict(plan(tmp_path).program("api-gateway").environment)
-    assert env["ECHOBASE_WORKERS"] == str(gateway_workers())
+    colour = plan(tmp_path)
+    env = dict(colour.program("api-gateway").environment)
+    assert env["ECHOBASE_WORKERS"] == str(gateway_workers(colour.machine.cpus))
 
 
 def test_team_settings_apply_but_cannot_move_a_service(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from echobase.platform import frontend
+from echobase.platform.stack import web_link
 
 
 def make_bundle(root: Path, html: str, files: tuple[str, ...] = ("assets/index-ab12.js",)) -> Path:
@@ -93,7 +94,7 @@ def test_the_wheel_node_starts_npm_from_its_package_not_its_stub() -> None:
 
 def test_bundles_are_keyed_by_the_frontend_tree(tmp_path: Path) -> None:
     assert frontend.bundle_dir(tmp_path, "abc") == tmp_path / ".frontend" / "abc"
-    assert frontend.web_link(tmp_path, "blue") == tmp_path / "web" / "blue"
+    assert web_link(tmp_path, "blue") == tmp_path / "web" / "blue"
 
 
 def test_publish_swaps_the_link_atomically_and_can_remove_it(tmp_path: Path) -> None:
@@ -101,7 +102,7 @@ def test_publish_swaps_the_link_atomically_and_can_remove_it(tmp_path: Path) -> 
     two = make_bundle(tmp_path / "r2", GOOD)
     frontend.publish(tmp_path, "blue", one)
     assert frontend.published(tmp_path, "blue") == one.resolve()
-    assert (frontend.web_link(tmp_path, "blue") / "index.html").read_text() == GOOD
+    assert (web_link(tmp_path, "blue") / "index.html").read_text() == GOOD
     frontend.publish(tmp_path, "blue", two)
     assert frontend.published(tmp_path, "blue") == two.resolve()
     assert sorted(os.listdir(tmp_path / "web")) == ["blue"]  # no temporary link left behind

@@ -12,9 +12,7 @@ import pytest
 import yaml
 
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE
-from echobase.platform.bluegreen.analysis import AnalysisSettings
-from echobase.platform.durable import prometheus
-from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.bluegreen.analysis_settings import AnalysisSettings
 from echobase.platform.monitoring import console, grafana, rules, shipped
 from echobase.platform.monitoring.alerts import age, firing_alerts, since_text
 from echobase.platform.monitoring.catalogue import ALERTS, PANELS, RECORDING_RULES
@@ -23,6 +21,8 @@ from echobase.platform.monitoring.settings import (
     MonitoringSettingsError,
     duration,
 )
+from echobase.platform.render import prometheus
+from echobase.platform.render.durable import DurablePlan
 from echobase.platform.stack import Stack, StackConfigError, read_config_files
 
 SHORT = MonitoringSettings(
@@ -122,7 +122,7 @@ def test_the_stack_hands_its_settings_to_prometheus(tmp_path):
     assert config["global"]["scrape_interval"] == "1s"
     assert config["rule_files"] == [str(spec.rules_file)]
     # The LB serves the platform's own metrics on its HTTPS port, under its own certificate.
-    ca_file = DurablePlan(stack, "ci").load_balancer(None).cert_file
+    ca_file = DurablePlan(stack, "ci").load_balancer.cert_file
     assert config["scrape_configs"][0]["tls_config"] == {"ca_file": str(ca_file)}
     command = prometheus.server_command(spec)
     assert "--enable-feature=exemplar-storage" in command

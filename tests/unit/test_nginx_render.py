@@ -8,24 +8,24 @@ from typing import Any
 import bcrypt
 import pytest
 
-from echobase.platform.durable.nginx import (
+from echobase.platform.durable.nginx import htpasswd_line
+from echobase.platform.render import routing
+from echobase.platform.render.nginx import (
     CONTENT_SECURITY_POLICY,
     GATEWAY_ROUTES,
     LoadBalancerSpec,
     active_env_body,
     check_command,
-    htpasswd_line,
     legacy_active,
     parse_active_env,
     render_config,
     server_command,
 )
-from echobase.platform.render import routing
 
 HOME = Path("/srv/eb/lb")
 
 
-def make_spec(active: str | None = None, **changes: object) -> LoadBalancerSpec:
+def make_spec(**changes: object) -> LoadBalancerSpec:
     spec = LoadBalancerSpec(
         env="devlocal",
         home=HOME,
@@ -38,7 +38,6 @@ def make_spec(active: str | None = None, **changes: object) -> LoadBalancerSpec:
         cert_file=HOME / "tls.crt",
         key_file=HOME / "tls.key",
         htpasswd_file=HOME / "htpasswd",
-        active=active,
     )
     return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
 
@@ -51,8 +50,9 @@ def test_routing_state_and_active_env_round_trip(active: str | None) -> None:
 
 
 def test_the_config_names_no_colour_and_everything_reads_the_per_request_variable() -> None:
-    blue, green = render_config(make_spec("blue")), render_config(make_spec("green"))
-    assert blue == green  # a switch changes no config, so it never needs a reload
+    blue = render_config(make_spec())
+    # The spec has no live colour to render: a switch changes no config, so never reloads.
+    assert "active" not in {field.name for field in dataclasses.fields(LoadBalancerSpec)}
     assert not re.search(r"^\s*set \$echobase_live", blue, re.MULTILINE)
     assert blue.count("js_set $echobase_live echobase_routing.live;") == 1
     assert blue.startswith("# echobase") and "\nload_module " in blue.split("events {")[0]
@@ -63,7 +63,7 @@ def test_the_config_names_no_colour_and_everything_reads_the_per_request_variabl
 
 
 def test_no_live_colour_answers_503_json_without_proxying() -> None:
-    config = render_config(make_spec(None))
+    config = render_config(make_spec())
     production = config[config.index("ssl_certificate ") :]
     guards = production.count("if ($echobase_live = none) {\n")
     # Every production route of the colour (API, app, index, assets), none of the others.
@@ -107,7 +107,7 @@ def test_an_earlier_versions_config_gives_its_colour_or_nothing(text: str) -> No
 
 
 def test_the_routing_script_reads_the_state_then_the_last_good_copy() -> None:
-    script = routing.render_script(make_spec("blue").routing)
+    script = routing.render_script(make_spec().routing)
     assert f'const STATE = "{HOME}/routing.json";' in script
     assert f'const LAST_GOOD = "{HOME}/routing.last-good.json";' in script
     assert (
@@ -117,7 +117,7 @@ def test_the_routing_script_reads_the_state_then_the_last_good_copy() -> None:
 
 
 def test_every_production_route_may_give_a_bucket_cookie_and_no_direct_route_does() -> None:
-    config = render_config(make_spec("blue"))
+    config = render_config(make_spec())
     production = config[config.index("ssl_certificate ") : config.index("# Direct to blue")]
     cookie = "add_header Set-Cookie $echobase_bucket_cookie always;"
     assert production.count(cookie) == 5  # API, app, index, assets and their fallback
@@ -175,7 +175,7 @@ def test_a_canary_that_could_not_be_routed_is_refused(make: Any) -> None:
 
 
 def test_direct_ports_upstreams_and_prometheus_are_present() -> None:
-    config = render_config(make_spec("blue"))
+    config = render_config(make_spec())
     assert "listen 127.0.0.1:8081;" in config and "listen 127.0.0.1:8082;" in config
     assert "proxy_pass http://echobase_blue;" in config
     assert "proxy_pass http://echobase_green;" in config
@@ -195,7 +195,7 @@ def test_direct_ports_upstreams_and_prometheus_are_present() -> None:
 
 
 def test_everything_nginx_writes_stays_in_the_home() -> None:
-    config = render_config(make_spec("blue"))
+    config = render_config(make_spec())
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         assert f"{kind}_temp_path {HOME}/temp/{kind};" in config
     assert f"pid {HOME}/nginx.pid;" in config
@@ -205,11 +205,11 @@ def test_everything_nginx_writes_stays_in_the_home() -> None:
     # Standalone: nothing from /etc/nginx (an SSI include inside a body is no directive).
     assert not re.search(r"^\s*include\s", config, re.MULTILINE)
     assert "user " not in config
-    assert "user root root;" in render_config(make_spec("blue", worker_user="root root"))
+    assert "user root root;" in render_config(make_spec(worker_user="root root"))
 
 
 def test_every_location_with_its_own_headers_repeats_the_security_headers() -> None:
-    config = render_config(make_spec("blue"))
+    config = render_config(make_spec())
     https_server = config.split("ssl http2;")[1].split("# Direct to")[0]
     blocks = re.findall(r"location [^{]+\{[^}]*\}", https_server)
     assert blocks
@@ -223,7 +223,7 @@ def test_every_location_with_its_own_headers_repeats_the_security_headers() -> N
 
 
 def test_no_secret_looking_content() -> None:
-    config = render_config(make_spec("blue"))
+    config = render_config(make_spec())
     assert "$2b$" not in config and "{SSHA}" not in config
     assert "BEGIN" not in config  # no PEM material inline
     assert not re.search(r"[A-Za-z0-9+/=]{40,}", config)
@@ -232,17 +232,15 @@ def test_no_secret_looking_content() -> None:
 
 def test_render_is_deterministic() -> None:
     reordered = make_spec(
-        "green", direct_ports={"green": 8082, "blue": 8081}, upstreams={"green": 9002, "blue": 9001}
+        direct_ports={"green": 8082, "blue": 8081}, upstreams={"green": 9002, "blue": 9001}
     )
-    assert render_config(make_spec("green")) == render_config(make_spec("green"))
-    assert render_config(reordered) == render_config(make_spec("green"))
+    assert render_config(make_spec()) == render_config(make_spec())
+    assert render_config(reordered) == render_config(make_spec())
 
 
 @pytest.mark.parametrize(
     "changes",
     [
-        {"active": "purple"},
-        {"upstreams": {"green": 9002}, "direct_ports": {"green": 8082}, "active": "blue"},
         {"direct_ports": {"red": 8083}},
         {"http_port": 8443},
         {"https_port": 70000},
@@ -258,7 +256,7 @@ def test_render_refuses_specs_it_cannot_render_safely(changes: dict[str, object]
 
 
 def test_commands_point_nginx_at_the_home() -> None:
-    spec = make_spec("blue")
+    spec = make_spec()
     command = server_command(spec)
     assert command[0].endswith("nginx")
     assert command[1:] == [
@@ -308,7 +306,7 @@ def _block(config: str, opening: str) -> str:
 
 
 def test_app_files_come_from_the_live_colours_link_and_the_api_from_its_gateway() -> None:
-    config = render_config(make_spec("green", web_roots=WEB))
+    config = render_config(make_spec(web_roots=WEB))
     live = _block(config, "    map $echobase_live $echobase_web_live")
     assert "blue /srv/eb/web/blue;" in live and "green /srv/eb/web/green;" in live
     idle = _block(config, "    map $echobase_live $echobase_web_idle")
@@ -327,7 +325,7 @@ def test_app_files_come_from_the_live_colours_link_and_the_api_from_its_gateway(
 
 
 def test_app_headers_policy_and_caching() -> None:
-    config = render_config(make_spec("blue", web_roots=WEB))
+    config = render_config(make_spec(web_roots=WEB))
     https = _block(config, "    server {\n        listen 127.0.0.1:8443")
     for opening, cache in (
         ("        location / {", "no-cache"),
@@ -347,7 +345,7 @@ def test_app_headers_policy_and_caching() -> None:
 
 
 def test_direct_ports_serve_their_own_colours_app() -> None:
-    config = render_config(make_spec("blue", web_roots=WEB))
+    config = render_config(make_spec(web_roots=WEB))
     for colour, port, other in (("blue", 8081, "green"), ("green", 8082, "blue")):
         server = _block(config, f"    server {{\n        listen 127.0.0.1:{port};")
         assert f"root /srv/eb/web/{colour};" in _block(server, "        location / {")
@@ -359,7 +357,7 @@ def test_direct_ports_serve_their_own_colours_app() -> None:
 
 
 def test_a_colour_without_an_app_link_points_nowhere() -> None:
-    config = render_config(make_spec("blue"))
+    config = render_config(make_spec())
     assert f"default {HOME}/no-web-root;" in config
     assert f"root {HOME}/no-web-root;" in config
 
@@ -370,11 +368,11 @@ def test_a_colour_without_an_app_link_points_nowhere() -> None:
 )
 def test_bad_web_roots_are_refused(web_roots) -> None:
     with pytest.raises(ValueError):
-        render_config(make_spec("blue", web_roots=web_roots))
+        render_config(make_spec(web_roots=web_roots))
 
 
 def test_the_apps_files_get_their_mime_types() -> None:
-    types = _block(render_config(make_spec("blue", web_roots=WEB)), "    types {")
+    types = _block(render_config(make_spec(web_roots=WEB)), "    types {")
     assert "application/javascript js mjs;" in types
     assert "text/css css;" in types
     assert "text/html html;" in types
@@ -384,7 +382,7 @@ def test_the_apps_files_get_their_mime_types() -> None:
 def test_metrics_reach_the_gateway_on_direct_ports_but_not_in_production() -> None:
     assert re.match(GATEWAY_ROUTES, "/metrics") and not re.match(GATEWAY_ROUTES, "/metricsx")
     https = _block(
-        render_config(make_spec("blue", web_roots=WEB)),
+        render_config(make_spec(web_roots=WEB)),
         "    server {\n        listen 127.0.0.1:8443",
     )
     # nginx tries exact locations before regular expressions

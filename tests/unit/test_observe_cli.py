@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.render.durable import DurablePlan
 from echobase.platform.stack import Stack
 from observe_support import (
     START,

@@ -10,8 +10,6 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from echobase.platform.bluegreen import event_metrics, history
-from echobase.platform.durable import nginx
-from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.queue_metrics import (
     QueueCollector,
     QueueDepth,
@@ -20,6 +18,8 @@ from echobase.platform.queue_metrics import (
     message_state,
     queue_depth,
 )
+from echobase.platform.render import nginx
+from echobase.platform.render.durable import DurablePlan
 from echobase.platform.stack import Stack, resolve_ports
 
 
@@ -178,7 +178,7 @@ def test_counters_render_in_the_text_format_and_never_go_backwards(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["platform-events.prom"]
 
 
-def lb_spec(active: str | None) -> nginx.LoadBalancerSpec:
+def lb_spec() -> nginx.LoadBalancerSpec:
     home = Path("/srv/eb/lb")
     return nginx.LoadBalancerSpec(
         env="devlocal",
@@ -192,7 +192,6 @@ def lb_spec(active: str | None) -> nginx.LoadBalancerSpec:
         cert_file=home / "tls.crt",
         key_file=home / "tls.key",
         htpasswd_file=home / "htpasswd",
-        active=active,
     )
 
 
@@ -202,7 +201,7 @@ def block(config: str, opening: str) -> str:
 
 
 def test_nginx_serves_the_gauge_from_its_live_record_and_the_counters_from_the_file():
-    spec = lb_spec("green")
+    spec = lb_spec()
     config = nginx.render_config(spec)
     assert "js_set $echobase_live " in config  # still the one record, read per request
     location = block(config, f"location = {nginx.PLATFORM_METRICS_PATH} {{")

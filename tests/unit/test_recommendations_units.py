@@ -16,8 +16,8 @@ from echobase.app.mcp.contract import RecommendedProduct, recommended_from_resul
 from echobase.app.mcp.recommendations import pick
 from echobase.app.mcp.server import presented_key
 from echobase.platform.durable.mariadb import read_only_statements
-from echobase.platform.durable.nginx import render_config
-from echobase.platform.durable.plan import DurablePlan
+from echobase.platform.render.durable import DurablePlan
+from echobase.platform.render.nginx import render_config
 from echobase.platform.stack import Stack, resolve_ports
 
 
@@ -74,16 +74,14 @@ def test_the_reader_may_select_orders_and_products_and_nothing_else() -> None:
 
 def test_the_lb_routes_only_the_mcp_path_to_the_service(tmp_path: Path) -> None:
     plan = DurablePlan(Stack(tmp_path, resolve_ports(100)), "ci")
-    config = render_config(plan.load_balancer("blue"))
+    config = render_config(plan.load_balancer)
     assert "upstream echobase_mcp {\n        server 127.0.0.1:3410" in config
     route = config[config.index("location = /mcp {") :]
     route = route[: route.index("}")]
     assert "proxy_pass http://echobase_mcp;" in route
     assert "Authorization" not in route  # the key reaches the service, which checks it
     without = render_config(
-        plan.load_balancer("blue").__class__(
-            **{**plan.load_balancer("blue").__dict__, "mcp_port": None}
-        )
+        plan.load_balancer.__class__(**{**plan.load_balancer.__dict__, "mcp_port": None})
     )
     assert "echobase_mcp" not in without
 

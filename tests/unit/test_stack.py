@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from echobase.platform.durable import prometheus
 from echobase.platform.durable.credentials import SECRET_NAMES, DurableSecrets, generate
-from echobase.platform.durable.plan import DurablePlan
-from echobase.platform.ephemeral.plan import ColourPlan
+from echobase.platform.render import prometheus
+from echobase.platform.render.durable import DurablePlan
+from echobase.platform.render.ephemeral import ColourPlan
 from echobase.platform.stack import (
     DEFAULT_DURABLE_PORTS,
     Stack,
@@ -110,7 +110,7 @@ def test_one_description_feeds_every_renderer(tmp_path):
     plan = DurablePlan(Stack(tmp_path, resolve_ports(1000)), "devlocal")
     programs = {p.name: p for p in plan.programs()}
     assert set(programs) == {s.name for s in plan.services}
-    lb = plan.load_balancer(None)
+    lb = plan.load_balancer
     assert lb.https_port == 1443 and lb.http_port == 1080
     assert dict(lb.upstreams) == {"blue": 4102, "green": 4101}
     assert dict(lb.direct_ports) == {"blue": 9080, "green": 9081}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,16 +37,52 @@ def create_queues(
 
 
 @db.command("upgrade")
-def upgrade_schema() -> None:
-    """Apply pending migrations, with credentials read from Secrets Manager."""
-    from echobase.app.core.config import ServiceSettings
-    from echobase.app.core.secrets import SecretUnavailableError, load_database_credentials
-    from echobase.app.db.migrate import upgrade
+def upgrade_schema(
+    env: Annotated[str, typer.Option("--env", help="Durable environment: devlocal or ci.")] = (
+        "devlocal"
+    ),
+    home: Annotated[
+        Path | None,
+        typer.Option(help="State directory (default $ECHOBASE_HOME or ~/.local/share/echobase)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Bring an environment's schema to what its live release ships, with that release's own
+    migration tool (e.g. after restoring a backup). A new release's migrations come with
+    `echobase deploy`, which first checks them against the live release."""
+    # Here, not at the top: every echobase command would pay for loading the SDKs.
+    from echobase.cli.durable import load_stack
+    from echobase.platform.bluegreen.pipeline import BlueGreen, DeployError
+    from echobase.platform.runtime.migrations import MigrationToolError, run_migrate
+    from echobase.platform.stack import COLOURS, StackConfigError, check_env
 
     try:
-        credentials = load_database_credentials(ServiceSettings())
-    except SecretUnavailableError as exc:
+        check_env(env)
+    except StackConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    bluegreen = BlueGreen(load_stack(home), env)
+    live = bluegreen.live()
+    plan = bluegreen.running_plan(live) if live in COLOURS else None
+    if plan is None:
+        console.print(
+            f"[red]error:[/red] no release is live in {env} (live colour: {live or 'unknown'}), "
+            "so no release's migrations can be chosen: `echobase up` or `echobase deploy` "
+            "migrates with the release it starts"
+        )
+        raise typer.Exit(1)
+    server = bluegreen.durable.plan.database
+    try:
+        dbname = bluegreen.database().dbname
+        result = run_migrate(plan.python, "upgrade", server.socket, server.os_user, dbname)
+    except (DeployError, MigrationToolError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    upgrade(credentials.url("pymysql"))
-    console.print("schema is at head")
+    if as_json:
+        typer.echo(json.dumps({"release": plan.release_id, **result}))
+    else:
+        console.print(
+            f"schema of {env} is at {', '.join(result['to']) or 'no revision'} "
+            f"(release {plan.release_id}, {live})",
+            highlight=False,
+        )

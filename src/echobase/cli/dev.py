@@ -10,17 +10,14 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from echobase.platform.stack import Stack, resolve_ports
 from echobase.platform.stack import default_home as stack_home
-from echobase.platform.stack import resolve_ports
-
-if TYPE_CHECKING:
-    from echobase.platform.devstack import StackPorts
 
 console = Console()
 app = typer.Typer(help="Run the order system locally in the foreground.", no_args_is_help=True)
@@ -30,13 +27,9 @@ def default_home() -> Path:
     return stack_home() / "dev"
 
 
-def offset_ports(offset: int) -> StackPorts:
+def offset_stack(home: Path, offset: int) -> Stack:
     """The devlocal environment's and the blue colour's ports from the one port table."""
-    from echobase.platform.devstack import StackPorts
-
-    ports = resolve_ports(offset)
-    durable, blue = ports.of("devlocal"), ports.of("blue")
-    return StackPorts(durable["mariadb"], durable["secrets"], blue["gateway"], blue["processor"])
+    return Stack(home, resolve_ports(offset))
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -58,9 +51,10 @@ def up(
     # Here, not at the top: every echobase command would pay for loading the SDKs.
     from echobase.platform.devstack import DevStack, service_env
 
-    stack = DevStack((home or default_home()).resolve(), offset_ports(port_offset))
+    stack = DevStack(offset_stack((home or default_home()).resolve(), port_offset))
     stack.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    gateway_url = f"http://127.0.0.1:{stack.ports.gateway}"
+    gateway_url = stack.stack.url(stack.port("api-gateway"))
+    processor_url = stack.stack.url(stack.port("order-processor"))
     try:
         with console.status("starting the AWS emulator") as status:
             stack.start_aws()
@@ -76,7 +70,7 @@ def up(
                 "api-gateway",
                 "echobase.app.gateway",
                 service_env(
-                    port=stack.ports.gateway,
+                    port=stack.port("api-gateway"),
                     colour="blue",
                     extra={
                         "ECHOBASE_WORKERS": str(workers),
@@ -90,17 +84,17 @@ def up(
             stack.start_service(
                 "order-processor",
                 "echobase.app.processor",
-                service_env(port=stack.ports.processor, colour="blue", **common),  # type: ignore[arg-type]
-                f"http://127.0.0.1:{stack.ports.processor}/health",
+                service_env(port=stack.port("order-processor"), colour="blue", **common),  # type: ignore[arg-type]
+                f"{processor_url}/health",
             )
         table = Table(title="echobase (dev, blue)")
         for column in ("service", "pid", "address"):
             table.add_column(column)
         addresses = {
             "aws": stack.aws_url,
-            "mariadb": f"127.0.0.1:{stack.ports.mariadb}",
+            "mariadb": f"{stack.host}:{stack.port('mariadb')}",
             "api-gateway": f"{gateway_url} (docs: {gateway_url}/openapi.json)",
-            "order-processor": f"http://127.0.0.1:{stack.ports.processor}/health",
+            "order-processor": f"{processor_url}/health",
         }
         for name, process in stack.processes.items():
             table.add_row(name, str(process.pid), addresses.get(name, ""))

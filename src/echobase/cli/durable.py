@@ -14,13 +14,13 @@ from rich.table import Table
 
 from echobase.platform.durable.credentials import OBSERVABILITY
 from echobase.platform.durable.layer import DurableError, DurableLayer
-from echobase.platform.durable.prometheus import CONSOLE_LIBRARY_SOURCES
 from echobase.platform.preflight import (
     PortsUnavailable,
     Unsupervised,
     check_ports_free,
     check_supervised,
 )
+from echobase.platform.render.prometheus import CONSOLE_LIBRARY_SOURCES
 from echobase.platform.stack import ENVIRONMENTS, Stack, StackConfigError, check_env
 
 console = Console(stderr=True)

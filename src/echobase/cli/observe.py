@@ -20,7 +20,6 @@ from rich.markup import escape
 
 from echobase.cli.bluegreen import EnvOpt
 from echobase.cli.durable import HomeOpt, JsonOpt, checked_env, load_stack
-from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.observability import trace_view
 from echobase.platform.observability.filters import (
     LEVELS,
@@ -39,6 +38,7 @@ from echobase.platform.observability.logs import (
     select_sources,
 )
 from echobase.platform.observability.traces import lookup, slowest, trace_files
+from echobase.platform.render.durable import DurablePlan
 from echobase.platform.stack import COLOURS, StackConfigError, check_colour
 
 console = Console(stderr=True)

@@ -1,12 +1,16 @@
-"""A complete order system in one directory on chosen ports: MariaDB, the AWS emulator, one
-colour's gateway and processor. The test fixtures and ``echobase dev`` both use it, so what
-the tests start is what a developer runs.
+"""A complete order system in one directory, in the foreground: MariaDB, the AWS emulator,
+one colour's gateway and processor. The test fixtures and ``echobase dev`` both use it, so
+what the tests start is what a developer runs.
 
-(The durable/ephemeral split with supervisor replaces the process handling here later; the
-rendering functions stay.)"""
+Its ports are one environment's and one colour's of a ``Stack`` (the one description, over
+free ports for the tests), and the services' settings come from the colour plan's own
+function (``render.settings``). The schema is made by the migration tool in a process of its
+own, as a release's interpreter runs it: here the interpreter is this one, whose echobase is
+the working tree."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import secrets
 import subprocess
@@ -21,23 +25,23 @@ from botocore.exceptions import ClientError
 
 from echobase.app.core.config import DEFAULT_DB_SECRET, DEFAULT_JWT_SECRET
 from echobase.app.core.secrets import DatabaseCredentials
-from echobase.app.db.migrate import upgrade
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, QueueUrls, ensure_queues
 from echobase.platform.durable import mariadb
 from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
+from echobase.platform.render.settings import platform_settings
+from echobase.platform.runtime.migrations import run_migrate
 from echobase.platform.runtime.processes import free_ports, spawn, terminate, wait_http
+from echobase.platform.stack import Stack, free_port_overrides, resolve_ports
+
+# The stack's names for what a development stack runs: the AWS emulator stands in for the
+# environment's secrets store and the colour's queue server at once.
+ENV = "devlocal"
+COLOUR = "blue"
 
 
-@dataclass(frozen=True)
-class StackPorts:
-    mariadb: int
-    aws: int
-    gateway: int
-    processor: int
-
-    @classmethod
-    def free(cls) -> StackPorts:
-        return cls(*free_ports(4))
+def free_stack(home: Path) -> Stack:
+    """A system in ``home`` with every port free now: beside a running one, for the tests."""
+    return Stack(home, resolve_ports(0, free_port_overrides(free_ports)))
 
 
 def aws_emulator_command(host: str, port: int) -> list[str]:
@@ -53,18 +57,14 @@ def service_env(
     extra: Mapping[str, str] | None = None,
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Environment of a gateway or processor: plain settings only, never a credential."""
+    """Environment of a gateway or processor: plain settings only, never a credential. One
+    emulator answers for both the secrets store and the queues."""
     env = dict(base or {})
     env.update(EMULATOR_AWS_ENV)
     env.update(
-        {
-            "ECHOBASE_SECRETS_ENDPOINT_URL": aws_url,
-            "ECHOBASE_SQS_ENDPOINT_URL": aws_url,
-            "ECHOBASE_SQS_QUEUE_URL": queue.queue_url,
-            "ECHOBASE_SQS_DLQ_URL": queue.dlq_url,
-            "ECHOBASE_PORT": str(port),
-            "ECHOBASE_COLOUR": colour,
-        }
+        platform_settings(
+            colour=colour, port=port, secrets_url=aws_url, sqs_url=aws_url, queues=queue
+        )
     )
     env.update(extra or {})
     return env
@@ -83,19 +83,34 @@ def put_secret_if_absent(client: Any, name: str, value: str) -> str:
 
 @dataclass
 class DevStack:
-    home: Path
-    ports: StackPorts
-    host: str = "127.0.0.1"
+    stack: Stack
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     db_key: str | None = field(default=None, repr=False)
 
     @property
+    def home(self) -> Path:
+        return self.stack.home
+
+    @property
+    def host(self) -> str:
+        return self.stack.host
+
+    def port(self, role: str) -> int:
+        """The port of ``role``: the environment's (``mariadb``, ``secrets``) or the colour's
+        (``api-gateway``, ``order-processor``)."""
+        if role in ("mariadb", "secrets"):
+            return self.stack.durable_service(ENV, role).port
+        return self.stack.colour_service(COLOUR, role).port
+
+    @property
     def aws_url(self) -> str:
-        return f"http://{self.host}:{self.ports.aws}"
+        return self.stack.url(self.port("secrets"))
 
     @property
     def database(self) -> mariadb.MariaDBServer:
-        return mariadb.MariaDBServer(self.home / "mariadb", self.ports.mariadb, self.host)
+        return mariadb.MariaDBServer(
+            self.home / "mariadb", self.port("mariadb"), self.host, os_user=getpass.getuser()
+        )
 
     def client(self, service: str) -> Any:
         return boto3.client(
@@ -110,7 +125,7 @@ class DevStack:
 
     def start_aws(self) -> None:
         process = spawn(
-            aws_emulator_command(self.host, self.ports.aws), self.home / "logs" / "aws.log"
+            aws_emulator_command(self.host, self.port("secrets")), self.home / "logs" / "aws.log"
         )
         self.processes["aws"] = process
         wait_http(f"{self.aws_url}/moto-api/", 30, process, ok=0)
@@ -122,7 +137,7 @@ class DevStack:
             "username": "echobase_app",
             "password": secrets.token_urlsafe(24),
             "host": self.host,
-            "port": self.ports.mariadb,
+            "port": self.port("mariadb"),
             "dbname": "orders_db",
         }
         stored = put_secret_if_absent(client, DEFAULT_DB_SECRET, json.dumps(generated))
@@ -153,8 +168,11 @@ class DevStack:
         terminate(self.processes.pop("mariadb"), timeout=60)
 
     def provision_database(self, credentials: DatabaseCredentials) -> None:
-        mariadb.bootstrap(self.database, credentials)
-        upgrade(mariadb.admin_url(self.database, credentials.dbname))
+        server = self.database
+        mariadb.bootstrap(server, credentials)
+        # The migration tool of this interpreter's echobase (the working tree), in a process
+        # of its own as a deploy runs a release's; -I keeps PYTHONPATH out.
+        run_migrate(sys.executable, "upgrade", server.socket, server.os_user, credentials.dbname)
 
     def create_queues(self, prefix: str = "", visibility_timeout: int = 30) -> QueueUrls:
         return ensure_queues(

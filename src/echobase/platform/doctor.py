@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from echobase.platform.durable.nginx import NJS_MODULE
-from echobase.platform.frontend import WEB_DIR
+from echobase.platform.render.nginx import NJS_MODULE
 from echobase.platform.render.release import RELEASES_DIR
-from echobase.platform.stack import ENVIRONMENTS, Stack
+from echobase.platform.stack import ENVIRONMENTS, WEB_DIR, Stack
 
 Outcome = Literal["ok", "warn", "fail"]
 

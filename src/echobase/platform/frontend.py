@@ -27,10 +27,10 @@ from pathlib import Path
 
 from echobase.platform import build_cache
 from echobase.platform.runtime.files import private_dir
+from echobase.platform.stack import web_link
 
 SOURCE_DIR = "frontend"  # in the repository, and in a release
 BUNDLES_DIR = ".frontend"
-WEB_DIR = "web"
 MIN_NODE = (20, 19)  # Vite 7's floor
 NPM_TIMEOUT = 900.0
 
@@ -50,11 +50,6 @@ class FrontendError(RuntimeError):
 
 def bundle_dir(releases_root: Path, tree: str) -> Path:
     return releases_root / BUNDLES_DIR / tree
-
-
-def web_link(home: Path, colour: str) -> Path:
-    """What nginx serves for ``colour``: a link to that colour's release bundle."""
-    return home / WEB_DIR / colour
 
 
 @dataclass(frozen=True)

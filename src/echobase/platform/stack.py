@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from echobase.app.core.names import HEALTH_PATH
-from echobase.platform.bluegreen.analysis import AnalysisSettings, AnalysisSettingsError
+from echobase.platform.bluegreen.analysis_settings import AnalysisSettings, AnalysisSettingsError
 from echobase.platform.monitoring.settings import (
     MonitoringSettings,
     MonitoringSettingsError,
@@ -63,6 +63,15 @@ DEFAULT_COLOUR_PORTS: Mapping[str, Mapping[str, int]] = {
 
 class StackConfigError(ValueError):
     """A bad ``echobase.toml``, offset or name; the message says which and where."""
+
+
+# Under the state directory: one link per colour to its release's browser app, served by nginx.
+WEB_DIR = "web"
+
+
+def web_link(home: Path, colour: str) -> Path:
+    """What nginx serves for ``colour``: a link to that colour's release bundle."""
+    return home / WEB_DIR / colour
 
 
 def default_home() -> Path:

@@ -20,16 +20,19 @@ from typing import Any
 from echobase.app.core.secrets import DatabaseCredentials
 from echobase.platform import contract
 from echobase.platform.bluegreen import analysis, event_metrics, history, smoke
-from echobase.platform.bluegreen.analysis import AnalysisSettings, Verdict
+from echobase.platform.bluegreen.analysis import Verdict
+from echobase.platform.bluegreen.analysis_settings import AnalysisSettings
 from echobase.platform.bluegreen.lock import deploy_lock
 from echobase.platform.durable import credentials, nginx
 from echobase.platform.durable.layer import DurableLayer
 from echobase.platform.ephemeral.colour import ColourRuntime, DrainReport
-from echobase.platform.ephemeral.plan import ColourPlan, other_colour
 from echobase.platform.release import load_release
-from echobase.platform.render.release import Release
 from echobase.platform.render import routing
+from echobase.platform.render.ephemeral import ColourPlan, other_colour
+from echobase.platform.render.nginx import ROUTING_PATH
+from echobase.platform.render.release import Release
 from echobase.platform.render.routing import Canary, RoutingState
+from echobase.platform.runtime.machine import this_machine
 from echobase.platform.runtime.services import LIVE_STATES, ServiceFailed
 from echobase.platform.stack import COLOURS, Stack, check_colour
 
@@ -100,7 +103,7 @@ class BlueGreen:
     def routing(self) -> RoutingState | None:
         """Where traffic goes as nginx answers ``/.routing`` (the canary's seed left out);
         None when nginx does not answer."""
-        body = self.durable.get(nginx.ROUTING_PATH)
+        body = self.durable.get(ROUTING_PATH)
         if body is None:
             return None
         try:
@@ -121,7 +124,15 @@ class BlueGreen:
         return ColourRuntime(self.stack, colour, self.progress)
 
     def plan(self, colour: str, release: Release) -> ColourPlan:
-        return ColourPlan(self.stack, colour, self.env, release.python, release.id, release.bundle)
+        return ColourPlan(
+            self.stack,
+            colour,
+            self.env,
+            release.python,
+            release.id,
+            release.bundle,
+            this_machine(),
+        )
 
     def running_plan(self, colour: str) -> ColourPlan | None:
         """The plan a colour runs now, from what its last deploy recorded."""
@@ -165,7 +176,7 @@ class BlueGreen:
         No reload: every worker routes the next request by the new state. Returns seconds."""
         started = time.monotonic()
         wanted = state if isinstance(state, RoutingState) else RoutingState(state)
-        spec = self.durable.plan.load_balancer(None)
+        spec = self.durable.plan.load_balancer
         try:
             nginx.set_routing(spec, wanted)
         except OSError as exc:
@@ -187,7 +198,7 @@ class BlueGreen:
 
     def _stored_routing(self) -> RoutingState:
         """The state as written, seed included (what a canary's next step keeps)."""
-        return nginx.current_routing(self.durable.plan.load_balancer(None))
+        return nginx.current_routing(self.durable.plan.load_balancer)
 
     def switch(
         self,
@@ -703,7 +714,7 @@ class BlueGreen:
             outcome.detail,
             outcome.weights,
         )
-        lb = self.durable.plan.load_balancer(None)
+        lb = self.durable.plan.load_balancer
         try:
             event_metrics.publish(self.durable.plan.home, lb.platform_events_file)
         except OSError as exc:  # the event happened; only its counter is late

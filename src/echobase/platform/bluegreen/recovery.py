@@ -30,7 +30,7 @@ from echobase.platform.bluegreen.lock import deploy_lock
 from echobase.platform.bluegreen.pipeline import BlueGreen, Outcome
 from echobase.platform.durable.layer import DurableLayer, unsupervised
 from echobase.platform.ephemeral.colour import ColourRuntime
-from echobase.platform.ephemeral.plan import other_colour
+from echobase.platform.render.ephemeral import other_colour
 from echobase.platform.runtime.orphans import Orphan, stop_orphan
 from echobase.platform.stack import COLOURS
 

@@ -24,20 +24,21 @@ from echobase.app.core.names import (
     DEFAULT_MCP_KEY_SECRET,
 )
 from echobase.app.core.secrets import DatabaseCredentials, SecretUnavailableError
-
-# moto accepts any key pair; these are names, not credentials.
-EMULATOR_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "echobase-local",
-    "AWS_SECRET_ACCESS_KEY": "echobase-local",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+from echobase.platform.render.names import (
+    DATABASE_ROOT_SECRET,
+    EMULATOR_AWS_ENV,
+    ENCRYPTION_KEY_SECRET,
+    OBSERVABILITY_SECRET,
+    TLS_SECRET,
+    kms_alias,
+)
 
 DATABASE = DEFAULT_DB_SECRET
-DATABASE_ROOT = "echobase/database/root"
-ENCRYPTION_KEY = "echobase/database/encryption-key"
+DATABASE_ROOT = DATABASE_ROOT_SECRET
+ENCRYPTION_KEY = ENCRYPTION_KEY_SECRET
 JWT = DEFAULT_JWT_SECRET
-TLS = "echobase/load-balancer/tls"
-OBSERVABILITY = "echobase/observability/basic-auth"
+TLS = TLS_SECRET
+OBSERVABILITY = OBSERVABILITY_SECRET
 MCP_API_KEY = DEFAULT_MCP_KEY_SECRET
 MCP_DATABASE = DEFAULT_MCP_DB_SECRET
 # Every secret an environment keeps, in the order setup stores them.
@@ -57,10 +58,6 @@ DATA_BOUND = (DATABASE_ROOT, ENCRYPTION_KEY)
 
 class SecretsStoreError(RuntimeError):
     """The store refused or lost something; the message names secrets, never values."""
-
-
-def kms_alias(env: str) -> str:
-    return f"alias/echobase-{env}"
 
 
 def aws_client(service: str, endpoint_url: str) -> Any:

@@ -22,11 +22,15 @@ import bcrypt
 from echobase.platform.bluegreen import event_metrics
 from echobase.platform.durable import credentials, mariadb, nginx, prometheus
 from echobase.platform.durable.credentials import DurableSecrets
-from echobase.platform.durable.plan import DurablePlan
 from echobase.platform.monitoring import console, rules
 from echobase.platform.monitoring.alerts import FiringAlert, firing_alerts
+from echobase.platform.render.durable import DurablePlan
+from echobase.platform.render.prometheus import PrometheusSpec, render_config
 from echobase.platform.runtime.files import private_dir, write_private_if_changed
+from echobase.platform.runtime.machine import this_machine
+from echobase.platform.runtime.migrations import MigrationToolError, run_migrate
 from echobase.platform.runtime.orphans import Orphan
+from echobase.platform.runtime.processes import python_executable
 from echobase.platform.runtime.services import (
     ServiceFailed,
     ServiceRunner,
@@ -77,7 +81,7 @@ def attached_env_file(stack: Stack, colour: str) -> Path:
 
 class DurableLayer:
     def __init__(self, stack: Stack, env: str, progress: Progress = _quiet) -> None:
-        self.plan = DurablePlan(stack, env)
+        self.plan = DurablePlan(stack, env, this_machine())
         self.stack = stack
         self.env = env
         self.progress = progress
@@ -147,9 +151,21 @@ class DurableLayer:
         mariadb.bootstrap(server, app, secrets.root_password)
         if repair:
             mariadb.run_admin(server, mariadb.repair_statements(app))
-        from echobase.app.db.migrate import upgrade  # alembic: only setup needs it
-
-        upgrade(mariadb.admin_url(server, app.dbname))
+        if not _has_schema(server, app.dbname):
+            # A database no release has migrated yet: created by this echobase's own
+            # migration tool, in a process of its own (the platform's interpreter carries the
+            # installed echobase, the code the first release is built from). Once a schema
+            # exists, only a deploy moves it, with the release's own tool and the contract
+            # check against the live release; setup never does, so a newer platform cannot
+            # apply migrations a running release has not been checked against.
+            self.progress("creating the schema")
+            try:
+                run_migrate(
+                    python_executable(), "upgrade", server.socket, server.os_user, app.dbname
+                )
+            except MigrationToolError as exc:
+                raise DurableError(str(exc)) from None
+        # Table grants need the tables, which exist from here on.
         mariadb.run_admin(server, mariadb.read_only_statements(secrets.mcp_database))
         problem = mariadb.verify_app_login(app)
         if problem is not None:
@@ -161,8 +177,8 @@ class DurableLayer:
             )
 
     def _setup_load_balancer(self, secrets: DurableSecrets) -> None:
-        current = nginx.current_routing(self.plan.load_balancer(None))
-        spec = self.plan.load_balancer(current.active)
+        current = nginx.current_routing(self.plan.load_balancer)
+        spec = self.plan.load_balancer
         nginx.prepare(spec)
         # Before nginx serves it: the deploy counters, rebuilt from the history if lost.
         event_metrics.publish(self.plan.home, spec.platform_events_file)
@@ -238,7 +254,7 @@ class DurableLayer:
             return False
 
     def tls_context(self) -> ssl.SSLContext:
-        cert = self.plan.load_balancer(None).cert_file
+        cert = self.plan.load_balancer.cert_file
         return ssl.create_default_context(cafile=str(cert))
 
     def _lb_answers(self) -> bool:
@@ -294,7 +310,8 @@ class DurableLayer:
         for colour in COLOURS:
             marker = attached_env_file(self.stack, colour)
             env = marker.read_text().strip() if marker.is_file() else None
-            if env == self.env and any(n.startswith(f"echobase-{colour}-") for n in running):
+            names = {service.name for service in self.stack.colour_services(colour)}
+            if env == self.env and running & names:
                 attached.append(colour)
         return attached
 
@@ -366,13 +383,13 @@ class DurableLayer:
         return ready, "" if ready else "not ready"
 
 
-def write_prometheus_files(spec: prometheus.PrometheusSpec) -> bool:
+def write_prometheus_files(spec: PrometheusSpec) -> bool:
     """Config, rules and the console dashboard; True when the config or the rules changed
     (a running Prometheus rereads those on SIGHUP, the consoles on every request). Without
     Debian's prom.lib there is no dashboard page (`durable setup` says so), only rules."""
     for directory in (spec.home, spec.data_dir, spec.rules_file.parent):
         private_dir(directory)
-    changed = write_private_if_changed(spec.config_file, prometheus.render_config(spec))
+    changed = write_private_if_changed(spec.config_file, render_config(spec))
     changed |= write_private_if_changed(spec.rules_file, rules.render_rules(spec.settings))
     private_dir(spec.consoles_dir)
     private_dir(spec.console_libraries_dir)
@@ -403,6 +420,22 @@ def _htpasswd_matches(path: Path, user: str, password: str) -> bool:
         return False
 
 
+def _has_schema(server: mariadb.MariaDBServer, dbname: str) -> bool:
+    """Whether any migration ran in ``dbname``: alembic's version table exists."""
+    conn = mariadb.admin_connection(server)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.TABLES"
+                " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'alembic_version'",
+                (dbname,),
+            )
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    return bool(row and row[0])
+
+
 def tree_rss(pid: int) -> int:
     """Resident memory of a process and its descendants (nginx's workers, say)."""
     children: dict[int, list[int]] = {}
@@ -430,9 +463,9 @@ def declared_groups(stack: Stack) -> dict[str, tuple[int, str]]:
     runtime.orphans)."""
     groups: dict[str, tuple[int, str]] = {}
     for env in stack.ports.durable:
-        plan = DurablePlan(stack, env)
+        plan = DurablePlan(stack, env, this_machine())
         try:
-            pid = int(plan.load_balancer(None).master_pid_file.read_text().strip())
+            pid = int(plan.load_balancer.master_pid_file.read_text().strip())
             binary = os.path.realpath(nginx.nginx_binary())
         except (OSError, ValueError, nginx.LoadBalancerError):
             continue

@@ -9,123 +9,27 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from echobase.app.core.secrets import DatabaseCredentials
+from echobase.platform.render.mariadb import (
+    PRIVATE_FILES_ENV,
+    MariaDBServer,
+    install_command,
+    render_config,
+    server_command,
+)
 from echobase.platform.runtime.files import write_private, write_private_if_changed
-from echobase.platform.runtime.processes import python_executable, spawn
+from echobase.platform.runtime.processes import spawn
 
 # The driver and SQLAlchemy load where used: the CLI imports this module on every command.
 if TYPE_CHECKING:
     import pymysql
-    from sqlalchemy import URL
 
 
 class MariaDBError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class MariaDBServer:
-    """Where one server keeps everything; nothing is shared with a system-wide MariaDB."""
-
-    home: Path
-    port: int
-    host: str = "127.0.0.1"
-    # Encryption at rest: a file_key_management key file ("1;<hex>"). None: unencrypted.
-    encrypted: bool = True
-
-    @property
-    def datadir(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def socket(self) -> Path:
-        return self.home / "mariadb.sock"
-
-    @property
-    def config_file(self) -> Path:
-        return self.home / "my.cnf"
-
-    @property
-    def keyfile(self) -> Path:
-        return self.home / "encryption.key"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "mariadb.err"
-
-    @property
-    def os_user(self) -> str:
-        return getpass.getuser()
-
-
-def render_config(server: MariaDBServer) -> str:
-    lines = [
-        "[mariadbd]",
-        f"datadir = {server.datadir}",
-        f"port = {server.port}",
-        f"bind-address = {server.host}",
-        f"socket = {server.socket}",
-        f"pid-file = {server.home / 'mariadb.pid'}",
-        f"log-error = {server.log_file}",
-        f"user = {server.os_user}",
-        "skip-name-resolve",
-        "character-set-server = utf8mb4",
-        "collation-server = utf8mb4_unicode_ci",
-        # The pool fills with the pages that orders touch and never gives them back: with
-        # 128M, MariaDB grew from 65 to 92 MiB over 50,000 orders with most of the pool
-        # still to fill; with 32M it is full at 93 MiB and stays there (bench/memory.py).
-        "innodb_buffer_pool_size = 32M",
-        "innodb_log_file_size = 64M",
-        # Buffers MariaDB touches whole at startup, sized for what echobase runs (issue 19's
-        # 1 GiB for every service; 101 -> 61 MiB at rest, measured): the MyISAM key cache
-        # (128M by default) serves no table here; the redo log buffer (16M, doubled by log
-        # encryption) is written out at every commit, and the largest transaction here is
-        # one batch of orders; Aria's page cache (128M) holds system and temporary tables.
-        "key_buffer_size = 1M",
-        "innodb_log_buffer_size = 4M",
-        "aria_pagecache_buffer_size = 16M",
-        # The order processor commits in batches; one fsync per commit is the durable choice.
-        "innodb_flush_log_at_trx_commit = 1",
-        "max_connections = 300",
-    ]
-    if server.encrypted:
-        lines += [
-            "plugin_load_add = file_key_management",
-            f"file_key_management_filename = {server.keyfile}",
-            "file_key_management_encryption_algorithm = AES_CTR",
-            "innodb_encrypt_tables = FORCE",
-            # Background threads encrypt what bootstrap made before encryption applied
-            # (the system tablespace); with the default 0 it would stay plain.
-            "innodb_encryption_threads = 2",
-            "innodb_encrypt_log = ON",
-            "innodb_encrypt_temporary_tables = ON",
-            "encrypt_tmp_files = ON",
-            "encrypt_binlog = ON",
-            "aria_encrypt_tables = ON",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-# mariadbd sets its own umask from these (default 0660: group-readable data files).
-PRIVATE_FILES_ENV = {"UMASK": "0600", "UMASK_DIR": "0700"}
-
-
-def install_command(server: MariaDBServer) -> list[str]:
-    return [
-        _binary("mariadb-install-db"),
-        f"--defaults-file={server.config_file}",
-        "--auth-root-authentication-method=socket",
-        f"--auth-root-socket-user={server.os_user}",
-        "--skip-test-db",
-    ]
-
-
-def server_command(server: MariaDBServer) -> list[str]:
-    return [_binary("mariadbd"), f"--defaults-file={server.config_file}"]
 
 
 # What the order services do and nothing more: migrations run as the admin over the socket.
@@ -242,7 +146,7 @@ def prepare(server: MariaDBServer, encryption_key_hex: str | None) -> None:
         write_keyfile(server, encryption_key_hex)
     try:
         result = subprocess.run(
-            install_command(server),
+            install_command(server, _binary("mariadb-install-db")),
             capture_output=True,
             text=True,
             check=False,
@@ -257,7 +161,7 @@ def prepare(server: MariaDBServer, encryption_key_hex: str | None) -> None:
 
 def start(server: MariaDBServer) -> subprocess.Popen[bytes]:
     env = {**os.environ, **PRIVATE_FILES_ENV}
-    return spawn(server_command(server), server.home / "mariadb.out", env=env)
+    return spawn(server_command(server, _binary("mariadbd")), server.home / "mariadb.out", env=env)
 
 
 def admin_connection(server: MariaDBServer) -> pymysql.connections.Connection:
@@ -317,14 +221,6 @@ def bootstrap(
     run_admin(server, bootstrap_statements(app, root_password))
 
 
-def admin_url(server: MariaDBServer, dbname: str) -> URL:
-    """The admin over the unix socket, for migrations (the app user cannot change schema)."""
-    # Imported here: the supervised launcher imports this module and needs no alembic.
-    from echobase.app.db.migrate import admin_socket_url
-
-    return admin_socket_url(server.socket, server.os_user, dbname)
-
-
 def verify_app_login(credentials: DatabaseCredentials) -> str | None:
     """None when the app user logs in with the stored credentials, else the server's reason."""
     import pymysql
@@ -336,30 +232,7 @@ def verify_app_login(credentials: DatabaseCredentials) -> str | None:
     return None
 
 
-# --- the supervised launcher ------------------------------------------------------------
-# supervisor restarts a crashed server on its own, and the key file must not lie on disk in
-# between. So the program supervisor runs fetches the key from the secrets store, writes the
-# key file, leaves a watcher that deletes it once the server is up, and becomes mariadbd
-# (same pid: supervisor signals the server itself and sees its exit status).
-
-
-def launch_command(server: MariaDBServer, secrets_url: str, key_secret: str) -> list[str]:
-    """No secret in the argument list: only where to fetch it."""
-    return [
-        python_executable(),
-        "-m",
-        "echobase.platform.durable.mariadb",
-        "--home",
-        str(server.home),
-        "--port",
-        str(server.port),
-        "--host",
-        server.host,
-        "--secrets-url",
-        secrets_url,
-        "--key-secret",
-        key_secret,
-    ]
+# --- the supervised launcher: its command is render/mariadb.py's launch_command
 
 
 def _remove_key_when_up(server: MariaDBServer, timeout: float) -> None:
@@ -387,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secrets-url", required=True)
     parser.add_argument("--key-secret", required=True)
     args = parser.parse_args(argv)
-    server = MariaDBServer(args.home, args.port, args.host)
+    server = MariaDBServer(args.home, args.port, args.host, os_user=getpass.getuser())
     client = aws_client("secretsmanager", args.secrets_url)
     try:
         key = str(client.get_secret_value(SecretId=args.key_secret)["SecretString"])
@@ -399,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
             _remove_key_when_up(server, timeout=300)
         finally:
             os._exit(0)
-    command = server_command(server)
+    command = server_command(server, _binary("mariadbd"))
     os.execv(command[0], command)  # noqa: S606 - our own mariadbd, no shell
 
 

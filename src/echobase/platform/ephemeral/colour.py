@@ -17,7 +17,8 @@ from echobase.app.queues import ensure_queues
 from echobase.platform import frontend
 from echobase.platform.durable import prometheus
 from echobase.platform.durable.credentials import aws_client
-from echobase.platform.ephemeral.plan import ColourPlan
+from echobase.platform.render.ephemeral import ColourPlan
+from echobase.platform.render.release import colour_release_file
 from echobase.platform.runtime.files import private_dir, write_private
 from echobase.platform.runtime.orphans import Orphan, group_members, stop_orphan
 from echobase.platform.runtime.services import (
@@ -26,7 +27,7 @@ from echobase.platform.runtime.services import (
     http_answers,
     supervisor_for,
 )
-from echobase.platform.stack import Stack, check_colour
+from echobase.platform.stack import Service, Stack, check_colour
 
 Progress = Callable[[str], None]
 # The queues' visibility timeout (30 s) and a margin.
@@ -122,7 +123,7 @@ class ColourRuntime:
         return self._marker("env")
 
     def release_id(self) -> str | None:
-        return self._marker("release")
+        return self._marker(colour_release_file(self.home).name)
 
     @property
     def names(self) -> list[str]:
@@ -139,7 +140,7 @@ class ColourRuntime:
         """Start every service of the plan and wait for each health check in turn."""
         private_dir(plan.home)
         write_private(plan.home / "env", plan.env + "\n")
-        write_private(plan.home / "release", plan.release_id + "\n")
+        write_private(colour_release_file(plan.home), plan.release_id + "\n")
         # Only this colour's direct port and (once switched) production read the link.
         frontend.publish(self.stack.home, self.colour, plan.bundle)
         self.progress(f"{self.colour}: starting its queue server")
@@ -198,9 +199,9 @@ class ColourRuntime:
         port = self.stack.ports.of(plan.env)[f"lb_{self.colour}"]
         healthy = published and http_answers(f"{plan.direct_url}/", ok=200)
         state = "PUBLISHED" if published else "ABSENT"
-        return ServiceHealth(
-            f"echobase-{self.colour}-frontend", "frontend", state, None, port, healthy
-        )
+        # Named as the stack names a colour's services, though nothing supervises it.
+        name = Service("ephemeral", self.colour, "frontend", port).name
+        return ServiceHealth(name, "frontend", state, None, port, healthy)
 
     def queue_depth(self, plan: ColourPlan) -> int | None:
         """Messages waiting or being processed; None when the queue server is down."""

@@ -1,32 +1,32 @@
 """What one colour runs for a release against one durable environment: its queue server,
 order processor and API gateway, their settings, health checks and scrape targets.
-Everything here is pure; ``colour.py`` carries it out."""
+Everything here is pure; ``ephemeral/colour.py`` carries it out."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from echobase.app.queues import DEAD_LETTER_QUEUE, ORDER_QUEUE, QueueUrls
-from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
-from echobase.platform.durable.plan import DurablePlan
-from echobase.platform.durable.prometheus import ScrapeTarget
+from echobase.platform.render.durable import DurablePlan
+from echobase.platform.render.machine import Machine
+from echobase.platform.render.names import EMULATOR_AWS_ENV
+from echobase.platform.render.prometheus import ScrapeTarget
+from echobase.platform.render.settings import platform_settings
 from echobase.platform.render.supervisor import Program
-from echobase.platform.runtime.processes import python_executable
 from echobase.platform.stack import Service, Stack, check_colour
 
 # moto's queue URLs are predictable, so settings can be rendered before the queue exists.
 EMULATOR_ACCOUNT = "123456789012"
 
 
-def gateway_workers(cpus: int | None = None) -> int:
+def gateway_workers(cpus: int) -> int:
     """A colour's gateway worker processes unless ECHOBASE_WORKERS says otherwise: one per
     two CPUs. The gateway shares the machine with its queue server, processor, MariaDB and
     nginx; on 2 CPUs one worker took 310 orders/s through the LB against 270 for two (p99
     179 against 220 ms) and 200 MiB less (bench/memory.py). Larger machines are unmeasured."""
-    return max(1, (cpus or os.cpu_count() or 2) // 2)
+    return max(1, cpus // 2)
 
 
 def other_colour(colour: str) -> str:
@@ -41,10 +41,11 @@ class ColourPlan:
     python: Path  # the release's interpreter
     release_id: str
     bundle: Path | None = None  # the release's browser app, which nginx serves for the colour
+    machine: Machine = field(default_factory=Machine)
 
     @property
     def durable(self) -> DurablePlan:
-        return DurablePlan(self.stack, self.env)
+        return DurablePlan(self.stack, self.env, self.machine)
 
     @property
     def home(self) -> Path:
@@ -102,24 +103,23 @@ class ColourPlan:
 
     def service_env(self, role: str) -> dict[str, str]:
         """Plain settings only: credentials come from the environment's secrets store."""
-        service = self.service(role)
-        queues = self.queues
         env = {
             **EMULATOR_AWS_ENV,
             **self.stack.service_settings,
-            "ECHOBASE_COLOUR": self.colour,
-            "ECHOBASE_RELEASE": self.release_id,
-            "ECHOBASE_HOST": self.stack.host,
-            "ECHOBASE_PORT": str(service.port),
-            "ECHOBASE_SECRETS_ENDPOINT_URL": self.durable.secrets_url,
-            "ECHOBASE_SQS_ENDPOINT_URL": self.sqs_url,
-            "ECHOBASE_SQS_QUEUE_URL": queues.queue_url,
-            "ECHOBASE_SQS_DLQ_URL": queues.dlq_url,
-            "ECHOBASE_ENVIRONMENT": self.env,
-            "ECHOBASE_TRACES_DIR": str(self.durable.traces_dir),
+            **platform_settings(
+                colour=self.colour,
+                port=self.service(role).port,
+                secrets_url=self.durable.secrets_url,
+                sqs_url=self.sqs_url,
+                queues=self.queues,
+                host=self.stack.host,
+                release=self.release_id,
+                environment=self.env,
+                traces_dir=str(self.durable.traces_dir),
+            ),
         }
         if role == "api-gateway":
-            env.setdefault("ECHOBASE_WORKERS", str(gateway_workers()))
+            env.setdefault("ECHOBASE_WORKERS", str(gateway_workers(self.machine.cpus)))
             env.setdefault("ECHOBASE_ALLOWED_ORIGINS", ",".join(self.origins()))
             env.setdefault("ECHOBASE_TRUSTED_PROXIES", self.stack.host)  # nginx
             env["ECHOBASE_MCP_URL"] = self.durable.mcp_url
@@ -131,7 +131,7 @@ class ColourPlan:
         log = self.stack.logs_dir / f"{service.name}.log"
         if role == "sqs":
             command = [
-                python_executable(),
+                self.machine.python,
                 "-m",
                 "echobase.platform.aws_emulator",
                 "-H",

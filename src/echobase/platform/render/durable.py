@@ -1,38 +1,19 @@
 """What an environment's durable layer consists of, derived from the stack description:
 where each server keeps its files, how it is configured and how supervisor runs it.
-Everything here is pure; ``layer.py`` carries it out."""
+Everything here is pure; ``durable/layer.py`` carries it out."""
 
 from __future__ import annotations
 
-import grp
-import os
-import pwd
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from echobase.app.core.names import MCP_PATH
-from echobase.platform import frontend
-from echobase.platform.durable import credentials, nginx, prometheus
-from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
-from echobase.platform.durable.mariadb import PRIVATE_FILES_ENV, MariaDBServer, launch_command
+from echobase.app.core.names import DEFAULT_MCP_DB_SECRET, DEFAULT_MCP_KEY_SECRET, MCP_PATH
+from echobase.platform.render import nginx, prometheus
+from echobase.platform.render.machine import Machine
+from echobase.platform.render.mariadb import PRIVATE_FILES_ENV, MariaDBServer, launch_command
+from echobase.platform.render.names import EMULATOR_AWS_ENV, ENCRYPTION_KEY_SECRET
 from echobase.platform.render.supervisor import Program
-from echobase.platform.runtime.processes import python_executable
-from echobase.platform.stack import COLOURS, Service, Stack
-
-
-def nginx_worker_user() -> str | None:
-    """Who nginx's workers run as: the state directory's owner, like every other process of
-    the system (MariaDB, the moto servers and the colours' services run as this user too).
-
-    A master started by root would otherwise drop its workers to www-data or nobody, which
-    cannot pass through a 0700 home such as /root to reach the app bundles; opening the state
-    directory to them would loosen that home. An unprivileged master cannot change user at
-    all, so nginx gets no ``user`` directive then (it would only warn)."""
-    uid = os.geteuid()
-    if uid != 0:
-        return None
-    # "user group": a lone name would make nginx look up a group of the same name.
-    return f"{pwd.getpwuid(uid).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
+from echobase.platform.stack import COLOURS, Service, Stack, web_link
 
 
 def platform_metrics_target(lb: nginx.LoadBalancerSpec) -> prometheus.ScrapeTarget:
@@ -50,6 +31,8 @@ def platform_metrics_target(lb: nginx.LoadBalancerSpec) -> prometheus.ScrapeTarg
 class DurablePlan:
     stack: Stack
     env: str
+    # The machine it runs on; the defaults render for any (see Machine).
+    machine: Machine = field(default_factory=Machine)
 
     @property
     def home(self) -> Path:
@@ -89,7 +72,8 @@ class DurablePlan:
 
     @property
     def mcp_health_url(self) -> str:
-        return f"{self.stack.url(self.service('mcp').port)}/health"
+        service = self.service("mcp")
+        return f"{self.stack.url(service.port)}{service.health_path}"
 
     def mcp_env(self) -> dict[str, str]:
         """Plain settings only: the API key and the database password are in the store."""
@@ -100,8 +84,8 @@ class DurablePlan:
             "ECHOBASE_HOST": self.stack.host,
             "ECHOBASE_PORT": str(service.port),
             "ECHOBASE_SECRETS_ENDPOINT_URL": self.secrets_url,
-            "ECHOBASE_DB_SECRET_NAME": credentials.MCP_DATABASE,
-            "ECHOBASE_MCP_KEY_SECRET_NAME": credentials.MCP_API_KEY,
+            "ECHOBASE_DB_SECRET_NAME": DEFAULT_MCP_DB_SECRET,
+            "ECHOBASE_MCP_KEY_SECRET_NAME": DEFAULT_MCP_KEY_SECRET,
             "ECHOBASE_ENVIRONMENT": self.env,
             "ECHOBASE_TRACES_DIR": str(self.traces_dir),
         }
@@ -110,7 +94,12 @@ class DurablePlan:
 
     @property
     def database(self) -> MariaDBServer:
-        return MariaDBServer(self.home / "mariadb", self.service("mariadb").port, self.stack.host)
+        return MariaDBServer(
+            self.home / "mariadb",
+            self.service("mariadb").port,
+            self.stack.host,
+            os_user=self.machine.user,
+        )
 
     # --- load balancer -------------------------------------------------------------------
 
@@ -118,7 +107,8 @@ class DurablePlan:
     def tls_dir(self) -> Path:
         return self.home / "nginx" / "tls"
 
-    def load_balancer(self, active: str | None) -> nginx.LoadBalancerSpec:
+    @property
+    def load_balancer(self) -> nginx.LoadBalancerSpec:
         ports = self.stack.ports.of(self.env)
         return nginx.LoadBalancerSpec(
             env=self.env,
@@ -133,9 +123,9 @@ class DurablePlan:
             cert_file=self.tls_dir / "lb.crt",
             key_file=self.tls_dir / "lb.key",
             htpasswd_file=self.home / "nginx" / "htpasswd",
-            active=active,
-            worker_user=nginx_worker_user(),
-            web_roots={colour: frontend.web_link(self.stack.home, colour) for colour in COLOURS},
+            worker_user=self.machine.nginx_worker_user,
+            web_roots={colour: web_link(self.stack.home, colour) for colour in COLOURS},
+            binary=self.machine.nginx,
         )
 
     @property
@@ -153,7 +143,8 @@ class DurablePlan:
             port=self.service("prometheus").port,
             external_url=f"{self.lb_url}{prometheus.ROUTE_PREFIX}/",
             settings=self.stack.monitoring,
-            tls_ca_file=self.load_balancer(None).cert_file,
+            tls_ca_file=self.load_balancer.cert_file,
+            binary=self.machine.prometheus,
         )
 
     def scrape_targets(self) -> list[prometheus.ScrapeTarget]:
@@ -171,7 +162,7 @@ class DurablePlan:
         ]
 
     def platform_metrics_target(self) -> prometheus.ScrapeTarget:
-        return platform_metrics_target(self.load_balancer(None))
+        return platform_metrics_target(self.load_balancer)
 
     # --- supervisor programs ------------------------------------------------------------
 
@@ -180,7 +171,7 @@ class DurablePlan:
         log = self.stack.logs_dir / f"{service.name}.log"
         if role == "secrets":
             command = [
-                python_executable(),
+                self.machine.python,
                 "-m",
                 "echobase.platform.durable.secrets_store",
                 "--host",
@@ -192,7 +183,9 @@ class DurablePlan:
             ]
             return Program(service.name, command, log_file=log, stopwaitsecs=20)
         if role == "mariadb":
-            command = launch_command(self.database, self.secrets_url, credentials.ENCRYPTION_KEY)
+            command = launch_command(
+                self.database, self.secrets_url, ENCRYPTION_KEY_SECRET, self.machine.python
+            )
             # InnoDB must never be killed mid-shutdown: a long wait beats a crash recovery.
             return Program(
                 service.name,
@@ -203,7 +196,7 @@ class DurablePlan:
                 startsecs=2,
             )
         if role == "nginx":
-            command = nginx.launch_command(self.load_balancer(None), python_executable())
+            command = nginx.launch_command(self.load_balancer, self.machine.python)
             return Program(service.name, command, log_file=log, stopsignal="QUIT")
         if role == "prometheus":
             command = prometheus.server_command(self.prometheus)
@@ -216,7 +209,7 @@ class DurablePlan:
             )
         if role == "mcp":
             # The platform's own interpreter: the durable layer outlives every release.
-            command = [python_executable(), "-m", "echobase.app.mcp"]
+            command = [self.machine.python, "-m", "echobase.app.mcp"]
             return Program(
                 service.name, command, log_file=log, environment=self.mcp_env(), stopwaitsecs=20
             )
