@@ -62,3 +62,68 @@ def aws(
         typer.echo(json.dumps({"written": [str(path)]}))
     else:
         typer.echo(f"wrote {path}")
+
+
+@app.command("k8s")
+def k8s(
+    env: EnvOpt,
+    output: OutOpt,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="The image to run, REPOSITORY:TAG or @sha256:... (default echobase:VERSION)."
+        ),
+    ] = None,
+    secrets: Annotated[
+        str,
+        typer.Option(
+            help="The pods' AWS key pair where there is no IRSA: 'external' (External Secrets "
+            "Operator, from Secrets Manager) or 'plain' (empty Secrets to fill in, dev clusters)."
+        ),
+    ] = "external",
+    live: Annotated[str, typer.Option(help="The colour the production Service selects.")] = "blue",
+    namespace: Annotated[str | None, typer.Option(help="Namespace (default echobase-ENV).")] = None,
+    region: Annotated[
+        str, typer.Option(help="AWS region of the queues and secrets.")
+    ] = "us-east-1",
+    aws_account_id: Annotated[
+        str | None,
+        typer.Option(help="AWS account id for queue URLs and role ARNs (default: a placeholder)."),
+    ] = None,
+    home: Annotated[
+        Path | None,
+        typer.Option(help="State directory whose echobase.toml to read (ports, [services])."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="List the written files as JSON on stdout.")
+    ] = False,
+) -> None:
+    """A kustomize layout: per colour the gateway's and processor's Deployments, Service,
+    PodDisruptionBudget and autoscaler; the production Service whose selector is the live
+    colour; the migrations Job; the pods' AWS identity."""
+    import json
+
+    from echobase import __version__
+    from echobase.cli.durable import load_stack
+    from echobase.cli.manifests import write_manifests
+    from echobase.platform.render.k8s import ACCOUNT_PLACEHOLDER, K8sTarget, render
+    from echobase.platform.stack import StackConfigError
+
+    try:
+        target = K8sTarget(
+            env,
+            image or f"echobase:{__version__}",
+            live=live,
+            secrets=secrets,
+            namespace=namespace or "",
+            region=region,
+            account_id=aws_account_id or ACCOUNT_PLACEHOLDER,
+        )
+    except StackConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    written = write_manifests(output, render(load_stack(home), target))
+    if as_json:
+        typer.echo(json.dumps({"written": [str(path) for path in written]}))
+    else:
+        typer.echo(f"wrote {len(written)} files under {output} (kustomize: kubectl apply -k)")
