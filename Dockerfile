@@ -73,7 +73,9 @@ CMD ["echobase.app.gateway"]
 
 # --- (d) the browser app, served by an unprivileged nginx ------------------------------------
 FROM nginxinc/nginx-unprivileged:1.27.3-alpine AS frontend
-COPY --from=bundle --chown=101:101 /frontend/dist/ /usr/share/nginx/html/
+COPY --from=bundle /frontend/dist/ /usr/share/nginx/html/
+# Client-side routes fall back to index.html (the image's default answers them 404).
+COPY docker/frontend.conf /etc/nginx/conf.d/default.conf
 # nginx-unprivileged's own user (uid 101): listens on 8080, writes only under /tmp.
 USER 101
 EXPOSE 8080

@@ -127,3 +127,79 @@ def k8s(
         typer.echo(json.dumps({"written": [str(path) for path in written]}))
     else:
         typer.echo(f"wrote {len(written)} files under {output} (kustomize: kubectl apply -k)")
+
+
+@app.command("compose")
+def compose(
+    env: EnvOpt,
+    output: OutOpt,
+    image: Annotated[
+        str | None,
+        typer.Option(help="The Dockerfile's app image, NAME:TAG (default echobase:VERSION)."),
+    ] = None,
+    frontend_image: Annotated[
+        str | None,
+        typer.Option(
+            help="The Dockerfile's frontend image, NAME:TAG (default echobase-frontend:VERSION)."
+        ),
+    ] = None,
+    live: Annotated[
+        str, typer.Option(help="The colour the LB routes to at first: blue, green or none.")
+    ] = "blue",
+    home: Annotated[
+        Path | None,
+        typer.Option(help="State directory whose echobase.toml to read (ports, [services])."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="List the written files as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Docker Compose projects: the environment's durable layer (MariaDB encrypted at rest,
+    the secrets store, the LB, the OpenTelemetry collector, Prometheus, Jaeger, Loki and
+    Grafana) and one project per colour, on the local table's ports."""
+    import json
+
+    import yaml
+
+    from echobase import __version__
+    from echobase.cli.durable import checked_env, load_stack
+    from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
+    from echobase.platform.monitoring.grafana import render_dashboard
+    from echobase.platform.monitoring.rules import render_rules
+    from echobase.platform.render.compose import ComposeError, ComposeInputs, render
+    from echobase.platform.stack import StackConfigError
+
+    env = checked_env(env)
+    stack = load_stack(home)
+    try:
+        files = render(
+            stack,
+            ComposeInputs(
+                env=env,
+                app_image=image or f"echobase:{__version__}",
+                frontend_image=frontend_image or f"echobase-frontend:{__version__}",
+                rules_yaml=render_rules(stack.monitoring),
+                dashboard_json=render_dashboard(),
+                live=None if live == "none" else live,
+                aws_env=EMULATOR_AWS_ENV,
+            ),
+        )
+    except (ComposeError, StackConfigError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    written = []
+    for relative, content in files.items():
+        path = output / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = (
+            content
+            if isinstance(content, str)
+            else yaml.safe_dump(content, sort_keys=False, default_flow_style=False, width=100)
+        )
+        path.write_text(text)
+        path.chmod(0o644)  # names and references only: the secrets are files the user makes
+        written.append(path)
+    if as_json:
+        typer.echo(json.dumps({"written": [str(path) for path in written]}))
+    else:
+        typer.echo(f"wrote {len(written)} files under {output}: see {output / 'README.md'}")
