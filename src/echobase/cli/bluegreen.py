@@ -137,9 +137,27 @@ def deploy(
     lock_wait: LockWaitOpt = 0,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
+    target: Annotated[
+        str, typer.Option(help="local (this machine) or k8s (a cluster, through kubectl).")
+    ] = "local",
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="k8s: the kubeconfig file of the cluster.")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="k8s: the image to deploy, REPOSITORY:TAG.")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="k8s: the namespace (default echobase-ENV).")
+    ] = None,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="k8s: print the kubectl commands; run nothing.")
+    ] = False,
 ) -> None:
     """Deploy a release to the idle colour, prove it, switch traffic (or a canary's share),
     prove it again, and watch it against the old colour (analysis in echobase.toml)."""
+    if target != "local" or kubeconfig or image or namespace or plan:
+        _deploy_k8s(target, locals())
+        return
     bluegreen = _bluegreen(env, home)
     # A deploy starts a colour's servers only: the durable layer must already run.
     preflight_ports(bluegreen.stack, env, as_json, durable=False)
@@ -167,6 +185,35 @@ def deploy(
             raise _fail(exc, as_json, bluegreen.durable.plan.lb_url) from None
         progress("")
     _report(outcome, as_json, bluegreen.durable.plan.lb_url)
+
+
+def _deploy_k8s(target: str, options: dict[str, Any]) -> None:
+    """``--target k8s`` (see cli/deploy_k8s.py); the options that only mean something on
+    this machine, or only on a cluster, are refused rather than ignored."""
+    from echobase.cli.deploy_k8s import deploy_k8s, usage_error
+
+    if target not in ("local", "k8s"):
+        raise usage_error(f"--target is local or k8s, not {target!r}")
+    if target == "local":
+        raise usage_error("--kubeconfig, --image, --namespace and --plan need --target k8s")
+    local_only = {"release": "--release", "canary": "--canary", "promote": "--promote"}
+    local_only["smoke_hook"] = "--smoke-hook"
+    given = [flag for name, flag in local_only.items() if options[name]]
+    if given:
+        raise usage_error(f"{', '.join(given)}: not with --target k8s (this machine only)")
+    deploy_k8s(
+        env=checked_env(options["env"]),
+        kubeconfig=options["kubeconfig"],
+        image=options["image"],
+        namespace=options["namespace"],
+        colour=options["colour"],
+        switch=not options["no_switch"],
+        allow_contract=options["allow_contract"],
+        lock_wait=options["lock_wait"],
+        plan_only=options["plan"],
+        as_json=options["as_json"],
+        home=options["home"],
+    )
 
 
 def _build_working_tree(bluegreen: BlueGreen, progress: Any) -> Any:
