@@ -17,6 +17,11 @@ EnvOpt = Annotated[str, typer.Option("--env", help="Durable environment: devloca
 OutOpt = Annotated[
     Path, typer.Option("--output", "-o", help="Directory to write to (created if missing).")
 ]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(help="State directory whose echobase.toml to read (ports, [services])."),
+]
+ListJsonOpt = Annotated[bool, typer.Option("--json", help="List what was written as JSON.")]
 
 
 @app.command("aws")
@@ -35,9 +40,7 @@ def aws(
         list[str] | None,
         typer.Option("--colour", help="Only this colour's queues and policies (repeatable)."),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="List the written file as JSON on stdout.")
-    ] = False,
+    as_json: ListJsonOpt = False,
 ) -> None:
     """A CloudFormation template (JSON) of what the services need in AWS: each colour's
     queues, a KMS key, generated secrets and least-privilege IAM policies."""
@@ -90,13 +93,8 @@ def k8s(
         str | None,
         typer.Option(help="AWS account id for queue URLs and role ARNs (default: a placeholder)."),
     ] = None,
-    home: Annotated[
-        Path | None,
-        typer.Option(help="State directory whose echobase.toml to read (ports, [services])."),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="List the written files as JSON on stdout.")
-    ] = False,
+    home: HomeOpt = None,
+    as_json: ListJsonOpt = False,
 ) -> None:
     """A kustomize layout: per colour the gateway's and processor's Deployments, Service,
     PodDisruptionBudget and autoscaler; the production Service whose selector is the live
@@ -146,13 +144,8 @@ def compose(
     live: Annotated[
         str, typer.Option(help="The colour the LB routes to at first: blue, green or none.")
     ] = "blue",
-    home: Annotated[
-        Path | None,
-        typer.Option(help="State directory whose echobase.toml to read (ports, [services])."),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="List the written files as JSON on stdout.")
-    ] = False,
+    home: HomeOpt = None,
+    as_json: ListJsonOpt = False,
 ) -> None:
     """Docker Compose projects: the environment's durable layer (MariaDB encrypted at rest,
     the secrets store, the LB, the OpenTelemetry collector, Prometheus, Jaeger, Loki and

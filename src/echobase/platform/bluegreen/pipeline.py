@@ -8,9 +8,7 @@ itself if any of that fails."""
 
 from __future__ import annotations
 
-import json
 import secrets
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,9 +28,10 @@ from echobase.platform.release import load_release
 from echobase.platform.render import routing
 from echobase.platform.render.ephemeral import ColourPlan, other_colour
 from echobase.platform.render.nginx import ROUTING_PATH
-from echobase.platform.render.release import Release
+from echobase.platform.render.release import Release, migrate_connection
 from echobase.platform.render.routing import Canary, RoutingState
 from echobase.platform.runtime.machine import this_machine
+from echobase.platform.runtime.migrations import MigrationToolError, run_tool
 from echobase.platform.runtime.services import LIVE_STATES, ServiceFailed
 from echobase.platform.stack import COLOURS, Stack, check_colour
 
@@ -595,15 +594,7 @@ class BlueGreen:
 
     def _migrate(self, release: Release, live: str, allow_contract: bool) -> dict[str, Any]:
         server = self.durable.plan.database
-        dbname = self.database().dbname
-        connection = [
-            "--socket",
-            str(server.socket),
-            "--user",
-            server.os_user,
-            "--database",
-            dbname,
-        ]
+        connection = migrate_connection(server.socket, server.os_user, self.database().dbname)
         pending = _run_json(release.python, "pending", *connection)
         if pending["revisions"] and live in COLOURS and not allow_contract:
             live_plan = self.running_plan(live)
@@ -721,21 +712,12 @@ class BlueGreen:
             self.progress(f"deploy counters not updated ({exc}); the next event rewrites them")
 
 
-def _run_json(python: Any, *args: str) -> dict[str, Any]:
+def _run_json(python: Any, action: str, *args: str) -> dict[str, Any]:
     """A release's own migration tool; no secret in the arguments (admin over the socket)."""
-    result = subprocess.run(
-        [str(python), "-I", "-m", "echobase.app.db.migrate", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise DeployError(f"migration tool `{args[0]}` failed: {result.stderr.strip()[-1500:]}")
     try:
-        return dict(json.loads(result.stdout))
-    except ValueError:
-        raise DeployError(f"migration tool `{args[0]}` printed no JSON") from None
+        return run_tool(python, action, *args)
+    except MigrationToolError as exc:
+        raise DeployError(str(exc)) from None
 
 
 def _check_percent(percent: int) -> None:

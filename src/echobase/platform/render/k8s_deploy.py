@@ -157,6 +157,28 @@ def kubectl(inputs: DeployInputs, *args: str) -> tuple[str, ...]:
     return ("kubectl", "--kubeconfig", inputs.kubeconfig, "--namespace", inputs.namespace, *args)
 
 
+def _select(
+    inputs: DeployInputs, name: str, colour: str, undo: tuple[Step, ...] = (), check: str = ""
+) -> Step:
+    """Point the production Service's selector at ``colour``: the switch, and its undo."""
+    return Step(
+        name,
+        kubectl(
+            inputs,
+            "patch",
+            "service",
+            k8s.PRODUCTION_SERVICE,
+            "--type",
+            "merge",
+            "--patch",
+            _selector_patch(colour),
+        ),
+        f"the production Service selects {check or colour}",
+        timeout=30,
+        undo=undo,
+    )
+
+
 def _selector_patch(colour: str) -> str:
     return json.dumps({"spec": {"selector": {k8s.COLOUR_LABEL: colour}}}, sort_keys=True)
 
@@ -424,37 +446,11 @@ def deploy_plan(
     )
     if inputs.switch:
         steps.append(
-            Step(
+            _select(
+                inputs,
                 "switch",
-                kubectl(
-                    inputs,
-                    "patch",
-                    "service",
-                    k8s.PRODUCTION_SERVICE,
-                    "--type",
-                    "merge",
-                    "--patch",
-                    _selector_patch(target),
-                ),
-                f"the production Service selects {target}",
-                timeout=30,
-                undo=(
-                    Step(
-                        "switch-back",
-                        kubectl(
-                            inputs,
-                            "patch",
-                            "service",
-                            k8s.PRODUCTION_SERVICE,
-                            "--type",
-                            "merge",
-                            "--patch",
-                            _selector_patch(live),
-                        ),
-                        f"the production Service selects {live} again",
-                        timeout=30,
-                    ),
-                ),
+                target,
+                undo=(_select(inputs, "switch-back", live, check=f"{live} again"),),
             )
         )
         steps.append(

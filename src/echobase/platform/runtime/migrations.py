@@ -29,7 +29,15 @@ def run_migrate(
 ) -> dict[str, Any]:
     """One JSON document from ``action`` (``pending`` or ``upgrade``) against ``database``,
     the admin connecting over the unix socket by OS identity: no password in the arguments."""
-    command = migrate_command(python, action, *migrate_connection(socket, user, database))
+    return run_tool(python, action, *migrate_connection(socket, user, database), timeout=timeout)
+
+
+def run_tool(
+    python: Path | str, action: str, *args: str, timeout: float = TIMEOUT
+) -> dict[str, Any]:
+    """The JSON document the release's tool prints for ``action`` (``schema`` needs no
+    connection: the tables the release's models declare)."""
+    command = migrate_command(python, action, *args)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
