@@ -125,8 +125,9 @@ class Runner:
                 step.name, f"kubectl could not start ({exc}): {KUBECTL_INSTALL}"
             ) from None
         if done.returncode != 0:
-            said = (done.stderr or done.stdout or "").strip()[-800:]
-            raise StepFailed(step.name, f"kubectl exited {done.returncode}: {said}")
+            # kubectl repeats its client-side retries on stderr; its verdict is the last line.
+            lines = (done.stderr or done.stdout or "").strip().splitlines() or [""]
+            raise StepFailed(step.name, f"kubectl exited {done.returncode}: {lines[-1][-800:]}")
         if step.expect is not None and done.stdout.strip() != step.expect:
             raise StepFailed(
                 step.name, f"expected {step.expect!r}, the cluster says {done.stdout.strip()!r}"
@@ -138,10 +139,12 @@ class Runner:
         try:
             live = self.execute(k8s_deploy.live_step(inputs)).strip()
         except StepFailed as exc:
-            raise K8sDeployError(
-                f"cannot read the live colour: {exc.reason}. Apply the rendered layout "
-                "first (`echobase render k8s`, then `kubectl apply -k`)"
-            ) from None
+            hint = (
+                "Apply the rendered layout first (`echobase render k8s`, then `kubectl apply -k`)"
+                if "NotFound" in exc.reason
+                else f"Is the cluster in {inputs.kubeconfig} reachable (`kubectl cluster-info`)?"
+            )
+            raise K8sDeployError(f"cannot read the live colour: {exc.reason}. {hint}") from None
         if live not in ("blue", "green"):
             raise K8sDeployError(
                 f"the production Service selects colour {live!r}, not blue or green: "

@@ -118,7 +118,7 @@ class DurableLayer:
             raise DurableError(str(exc)) from None
         self._run("mariadb", lambda: self._database_answers(server), timeout=120)
 
-        self.progress("applying migrations")
+        self.progress("provisioning the database (users, grants)")
         self._provision(server, secrets, repair_credentials)
 
         self.progress("starting the recommendations service (MCP)")
