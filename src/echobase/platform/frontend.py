@@ -183,7 +183,7 @@ def publish(home: Path, colour: str, bundle: Path | None) -> None:
     """Point ``colour``'s web link at ``bundle`` (None: remove it, so nginx answers 503),
     atomically: a request never sees a missing link while it changes."""
     link = web_link(home, colour)
-    # nginx's workers run as the state directory's owner (durable.plan.nginx_worker_user):
+    # nginx's workers run as the state directory's owner (runtime/machine.nginx_worker_user):
     # nobody else needs to enter the folder.
     private_dir(link.parent)
     if bundle is None:

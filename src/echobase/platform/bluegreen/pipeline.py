@@ -276,11 +276,13 @@ class BlueGreen:
             return outcome
 
     def promote(self, lock_wait: float = 0, watch: AnalysisSettings | None = None) -> Outcome:
-        """Everyone to the canary's colour (a full switch, watched like one)."""
-        current = self._stored_routing()
-        if current.canary is None:
-            raise DeployError("no canary runs: nothing to promote (see `echobase status`)")
-        return self.switch(current.canary.colour, lock_wait, action="promote", watch=watch)
+        """Everyone to the canary's colour (a full switch, watched like one). The canary is
+        read under the lock: an abort that ran first leaves nothing to promote."""
+        with deploy_lock(self.durable.plan.home, lock_wait):
+            current = self._stored_routing()
+            if current.canary is None:
+                raise DeployError("no canary runs: nothing to promote (see `echobase status`)")
+            return self._switch(current.canary.colour, "promote", watch)
 
     def abort(self, lock_wait: float = 0, reason: str = "aborted by hand") -> Outcome:
         """Everyone back to the live colour; the canary's colour keeps running, idle."""
@@ -312,8 +314,12 @@ class BlueGreen:
         """Route each share in turn, watching each below 100 %; returns the share reached.
         A breach routes everyone back to ``live`` and raises DeployError; an inconclusive
         step stops there (the canary stays, for a person to promote or abort)."""
-        seed = self._stored_routing().canary
-        keep = seed.seed if seed is not None and seed.colour == colour else secrets.randbelow(100)
+        running = self._stored_routing().canary
+        keep = (
+            running.seed
+            if running is not None and running.colour == colour
+            else secrets.randbelow(100)
+        )
         reached = 0
         for percent in percents:
             if percent >= 100:
