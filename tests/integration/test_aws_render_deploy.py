@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -31,7 +30,7 @@ from echobase.app.core.secrets import DatabaseCredentials
 from echobase.app.db import migrate
 from echobase.app.queues import QueueUrls
 from echobase.platform.durable import mariadb
-from echobase.platform.durable.credentials import EMULATOR_AWS_ENV
+from echobase.platform.durable.credentials import EMULATOR_AWS_ENV, aws_client
 from echobase.platform.render import aws
 from echobase.platform.render.names import secret_names
 from echobase.platform.runtime.processes import free_port, spawn, terminate, wait_http
@@ -55,13 +54,7 @@ class Deployed:
     migrator: DatabaseCredentials
 
     def client(self, service: str) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=self.url,
-            region_name=EMULATOR_AWS_ENV["AWS_DEFAULT_REGION"],
-            aws_access_key_id=EMULATOR_AWS_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=EMULATOR_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-        )
+        return aws_client(service, self.url)
 
     @property
     def queues(self) -> QueueUrls:
