@@ -221,11 +221,14 @@ def test_probes_and_ports_are_the_stacks(tmp_path: Path, live: str) -> None:
             assert container["ports"] == [
                 {"name": "http", "containerPort": service.port, "protocol": "TCP"}
             ]
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            for probe in ("startupProbe", "readinessProbe"):
                 assert container[probe]["httpGet"] == {
                     "path": service.health_path,
                     "port": service.port,
                 }
+            # Not the dependency check: an outage of MariaDB must not restart every pod.
+            assert container["livenessProbe"]["tcpSocket"] == {"port": service.port}
+            assert "httpGet" not in container["livenessProbe"]
             env = {e["name"]: e["value"] for e in container["env"]}
             assert env["ECHOBASE_PORT"] == str(service.port)
             assert env["ECHOBASE_COLOUR"] == colour

@@ -459,7 +459,10 @@ def deployment(stack: Stack, target: K8sTarget, colour: str, role: str) -> Manif
         # takes pods out of rotation without restarting all of them.
         "startupProbe": _probe(service.health_path, service.port, 2, 45, 3),
         "readinessProbe": _probe(service.health_path, service.port, 5, 2, 3),
-        "livenessProbe": _probe(service.health_path, service.port, 20, 6, 5),
+        # The health check answers 503 while MariaDB or SQS is away, which is what readiness
+        # is for; a restart cures neither, and restarting every pod during an outage would
+        # add cold starts to it. Liveness asks only whether the process still answers.
+        "livenessProbe": _probe(None, service.port, 20, 6, 5),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "resources": RESOURCES[role],
         "securityContext": container_security(),
