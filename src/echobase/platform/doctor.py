@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import socket
 import stat
 import sys
@@ -17,6 +16,7 @@ from typing import Literal
 
 from echobase.platform.render.nginx import NJS_MODULE
 from echobase.platform.render.release import RELEASES_DIR
+from echobase.platform.runtime.machine import which
 from echobase.platform.stack import ENVIRONMENTS, WEB_DIR, Stack
 
 Outcome = Literal["ok", "warn", "fail"]
@@ -45,7 +45,7 @@ def find_binary(name: str) -> str | None:
     beside_python = Path(sys.executable).parent / name
     if beside_python.is_file() and os.access(beside_python, os.X_OK):
         return str(beside_python)
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+    return which(name)
 
 
 def check_binaries() -> list[Check]:

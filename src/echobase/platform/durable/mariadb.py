@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from echobase.platform.render.mariadb import (
     server_command,
 )
 from echobase.platform.runtime.files import write_private, write_private_if_changed
+from echobase.platform.runtime.machine import which
 from echobase.platform.runtime.processes import spawn
 
 # The driver and SQLAlchemy load where used: the CLI imports this module on every command.
@@ -116,7 +116,7 @@ def _identifier(name: str) -> str:
 
 
 def _binary(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    found = which(name)
     if not found:
         raise MariaDBError(f"{name} not found: install Debian's mariadb-server")
     return found

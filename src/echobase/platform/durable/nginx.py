@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from echobase.platform.render.nginx import (
 )
 from echobase.platform.render.routing import RoutingState
 from echobase.platform.runtime.files import fsync_path, write_private, write_private_if_changed
+from echobase.platform.runtime.machine import which
 
 
 class LoadBalancerError(RuntimeError):
@@ -54,7 +54,7 @@ def htpasswd_line(username: str, password: str, rounds: int = HTPASSWD_BCRYPT_RO
 
 
 def nginx_binary() -> str:
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/bin")
+    found = which("nginx")
     if not found:
         raise LoadBalancerError("nginx not found: install Debian's nginx")
     return found

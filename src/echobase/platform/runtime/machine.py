@@ -17,9 +17,14 @@ from echobase.platform.runtime.processes import python_executable
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def which(name: str) -> str | None:
+    """Its full path: on PATH, else where Debian installs it."""
+    return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH)
+
+
 def find_binary(name: str) -> str:
     """Its full path, or the plain name when it is missing (doctor and preflight say so)."""
-    return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH) or name
+    return which(name) or name
 
 
 def nginx_worker_user() -> str | None:
